@@ -1,0 +1,50 @@
+# Everything a fresh clone needs: `make serve` to run a primary, `make test` to prove it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_DEPS := tests/node/node_modules/.installed
+DATA ?= ./data/denokv.sqlite
+ADDR ?= 0.0.0.0:4512
+
+.PHONY: install serve test lint proto bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(NODE_DEPS): tests/node/package.json
+	cd tests/node && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+serve: install
+	@mkdir -p $(dir $(DATA))
+	@if [ -z "$$DENO_KV_ACCESS_TOKEN" ]; then \
+		export DENO_KV_ACCESS_TOKEN=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))'); \
+		echo "Generated an access token. To reuse it:  export DENO_KV_ACCESS_TOKEN=$$DENO_KV_ACCESS_TOKEN"; \
+	fi; \
+	echo "Deno:  DENO_KV_ACCESS_TOKEN=$$DENO_KV_ACCESS_TOKEN deno run --unstable-kv app.ts   # Deno.openKv(\"http://localhost:$(lastword $(subst :, ,$(ADDR)))\")"; \
+	exec $(VENV)/bin/denokv --sqlite-path $(DATA) serve --addr $(ADDR)
+
+test: install $(NODE_DEPS)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Regenerate the protobuf modules after editing denokv/proto/*.proto.
+proto:
+	$(PY) -m pip install -q 'grpcio-tools>=1.85,<2'
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. denokv/proto/datapath.proto denokv/proto/backup.proto
+
+bench: install
+	$(PY) bench/bank.py
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules .cache .pytest_cache

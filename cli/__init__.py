@@ -1,0 +1,1 @@
+"""The `denokv` command line: argument and environment parsing, one module per subcommand."""

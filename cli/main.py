@@ -1,0 +1,55 @@
+"""`denokv [--sqlite-path PATH] <command> ...` — parse arguments, dispatch to a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cli import serve
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="denokv",
+        description="Self-hosted Deno KV: a KV Connect server on a SQLite file.",
+        epilog="Deno programs connect with Deno.openKv('http://HOST:PORT') and "
+        "DENO_KV_ACCESS_TOKEN set to the server's access token.",
+    )
+    parser.add_argument(
+        "--sqlite-path",
+        default=os.environ.get("DENO_KV_SQLITE_PATH"),
+        help="database file (env DENO_KV_SQLITE_PATH)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="<command>")
+    serve.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("DENO_KV_LOG", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if not args.sqlite_path:
+        parser.error("--sqlite-path is required (or set DENO_KV_SQLITE_PATH)")
+    try:
+        return int(args.run(args) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

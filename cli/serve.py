@@ -1,0 +1,125 @@
+"""`denokv serve`: run a primary (or read-only) KV Connect server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from denokv import limits
+from denokv.engine import SYNCHRONOUS_MODES, Engine
+from denokv.server.app import KvServer, ServerConfig
+from denokv.server.http import HTTP_SERVERS, serve
+
+log = logging.getLogger("denokv")
+
+
+def add_parser(commands: Any) -> None:
+    p: argparse.ArgumentParser = commands.add_parser(
+        "serve",
+        help="serve the database over KV Connect",
+        description="Serve the database over KV Connect (HTTP/1.1 and h2c on one port).",
+    )
+    env = os.environ.get
+    p.add_argument(
+        "--access-token",
+        default=env("DENO_KV_ACCESS_TOKEN"),
+        help="shared secret clients must present, at least 12 characters "
+        "(env DENO_KV_ACCESS_TOKEN)",
+    )
+    p.add_argument(
+        "--addr", default="0.0.0.0:4512", help="HOST:PORT to listen on (default 0.0.0.0:4512)"
+    )
+    p.add_argument(
+        "--read-only", action="store_true", help="open the file read-only; writes are refused"
+    )
+    p.add_argument(
+        "--atomic-write-batch-timeout-ms",
+        type=float,
+        default=_float_or_none(env("DENO_KV_ATOMIC_WRITE_BATCH_TIMEOUT_MS")),
+        help="wait this long to gather more writes into one commit "
+        "(env DENO_KV_ATOMIC_WRITE_BATCH_TIMEOUT_MS; default: commit whatever is queued)",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=int(env("DENO_KV_NUM_WORKERS", "1")),
+        help="SQLite connections serving reads; 1 reads on the event loop "
+        "(env DENO_KV_NUM_WORKERS, default 1)",
+    )
+    p.add_argument(
+        "--http-server",
+        choices=HTTP_SERVERS,
+        default=env("DENO_KV_HTTP_SERVER", "granian"),
+        help="HTTP server implementation (env DENO_KV_HTTP_SERVER, default granian)",
+    )
+    p.add_argument(
+        "--sqlite-synchronous",
+        choices=SYNCHRONOUS_MODES,
+        default=env("DENO_KV_SQLITE_SYNCHRONOUS", "full"),
+        help="SQLite synchronous setting; anything below full may lose the last "
+        "acknowledged writes on power loss (env DENO_KV_SQLITE_SYNCHRONOUS, default full)",
+    )
+    p.set_defaults(run=run)
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"invalid --addr {addr!r}: expected HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"invalid port in --addr {addr!r}")
+    return host, number
+
+
+def run(args: argparse.Namespace) -> int:
+    from cli.main import CliError
+
+    if not args.access_token:
+        raise CliError("--access-token is required (or set DENO_KV_ACCESS_TOKEN)")
+    if len(args.access_token.encode()) < limits.MIN_ACCESS_TOKEN_LENGTH:
+        raise CliError(limits.TOKEN_TOO_SHORT)
+    if args.num_workers < 1:
+        raise CliError("num_workers must be at least 1")
+    try:
+        host, port = parse_addr(args.addr)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+    engine = Engine(
+        args.sqlite_path,
+        read_only=args.read_only,
+        synchronous=args.sqlite_synchronous,
+        batch_timeout_ms=args.atomic_write_batch_timeout_ms,
+        readers=args.num_workers,
+    )
+    server = KvServer(engine, ServerConfig(access_token=args.access_token))
+    try:
+        _run_loop(serve(server, host, port, args.http_server))
+    finally:
+        engine.close()
+        log.info("stopped; all acknowledged writes are committed")
+    return 0
+
+
+def _run_loop(main: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    if sys.version_info >= (3, 12):
+        uvloop.run(main)
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value else None

@@ -1,0 +1,204 @@
+"""The KV Connect HTTP API as an ASGI application (Starlette).
+
+Routes: `POST /` (metadata), `POST /v2/snapshot_read`, `POST /v2/atomic_write`,
+`POST /v2/watch`. Every error is a plain-text body with upstream's exact text;
+5xx is kept for conditions a client should retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from denokv import limits as L
+from denokv.engine import Engine
+from denokv.operations import EngineClosed, WriteError
+from denokv.proto import datapath_pb2 as pb
+from denokv.server import convert
+from denokv.server.auth import Authenticator
+from denokv.server.errors import HttpError
+from denokv.server.metadata import Endpoint, negotiate, response_body
+from denokv.watch import Subscription
+
+log = logging.getLogger("denokv.server")
+
+PROTOBUF = "application/x-protobuf"
+WATCH_KEEPALIVE_S = 5.0
+_KEEPALIVE_FRAME = b"\x00\x00\x00\x00"
+
+Handler = Callable[[Request], Awaitable[Response]]
+M = TypeVar("M", bound=Message)
+
+
+@dataclass
+class ServerConfig:
+    access_token: str
+    endpoints: list[Endpoint] = field(
+        default_factory=lambda: [Endpoint("/v2", "strong")]
+    )
+    watch_keepalive_s: float = WATCH_KEEPALIVE_S
+
+
+class KvServer:
+    """Binds an engine to the HTTP routes. `app` is the ASGI application."""
+
+    def __init__(self, engine: Engine, config: ServerConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.auth = Authenticator(config.access_token)
+        self.closing = False
+        self.app = Starlette(
+            routes=[
+                Route("/", self._guard(self.metadata), methods=["POST"]),
+                Route("/v2/snapshot_read", self._guard(self.snapshot_read), methods=["POST"]),
+                Route("/v2/atomic_write", self._guard(self.atomic_write), methods=["POST"]),
+                Route("/v2/watch", self._guard(self.watch), methods=["POST"]),
+            ],
+            exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _internal},
+        )
+
+    def begin_shutdown(self) -> None:
+        """Stop taking new requests and end watch streams; writes in flight still finish."""
+        self.closing = True
+        self.engine.watches.wake_all()
+
+    # -- routes -----------------------------------------------------------------
+
+    async def metadata(self, request: Request) -> Response:
+        body = await read_body(request)
+        version = negotiate(request.headers.get("content-type"), body)
+        self.auth.check_bearer(request.headers.get("authorization"))
+        document = response_body(
+            version, str(self.auth.database_id), self.config.endpoints, self.config.access_token,
+            None,
+        )
+        return Response(document, media_type="application/json")
+
+    async def snapshot_read(self, request: Request) -> Response:
+        msg = await self._data_request(request, pb.SnapshotRead())
+        ranges = convert.read_ranges(msg)
+        results = await self.engine.snapshot_read(ranges)
+        return Response(convert.read_output(results), media_type=PROTOBUF)
+
+    async def atomic_write(self, request: Request) -> Response:
+        msg = await self._data_request(request, pb.AtomicWrite())
+        write = convert.atomic_write(msg)
+        try:
+            result = await self.engine.atomic_write(write)
+        except WriteError as exc:
+            raise HttpError(400, str(exc)) from None
+        return Response(convert.write_output(result), media_type=PROTOBUF)
+
+    async def watch(self, request: Request) -> Response:
+        msg = await self._data_request(request, pb.Watch())
+        keys = convert.watch_keys(msg)
+        # Subscribe before the first read so no commit slips between the two.
+        subscription = self.engine.watch(keys)
+        return StreamingResponse(
+            self._watch_frames(keys, subscription), media_type="application/octet-stream"
+        )
+
+    async def _watch_frames(
+        self, keys: list[bytes], subscription: Subscription
+    ) -> AsyncIterator[bytes]:
+        engine = self.engine
+        keepalive = self.config.watch_keepalive_s
+        try:
+            yield _KEEPALIVE_FRAME
+            last: list[bytes | None] | None = None
+            loop = asyncio.get_running_loop()
+            next_keepalive = loop.time() + keepalive
+            while not (self.closing or engine.closed):
+                entries = engine.get_entries(keys)
+                stamps = [e.versionstamp if e else None for e in entries]
+                if stamps != last:
+                    changed = [last is None or s != last[i] for i, s in enumerate(stamps)]
+                    yield _frame(convert.watch_output(entries, changed))
+                    last = stamps
+                    next_keepalive = loop.time() + keepalive
+                while not await subscription.wait(max(0.0, next_keepalive - loop.time())):
+                    if self.closing or engine.closed:
+                        return
+                    yield _KEEPALIVE_FRAME
+                    next_keepalive = loop.time() + keepalive
+        except EngineClosed:
+            return
+        finally:
+            subscription.close()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    async def _data_request(self, request: Request, msg: M) -> M:
+        if self.closing:
+            raise HttpError(503, L.UNAVAILABLE)
+        self.auth.check_data_path(request.headers)
+        body = await read_body(request)
+        try:
+            msg.ParseFromString(body)
+        except DecodeError as exc:
+            raise HttpError(
+                400, L.INVALID_PROTOBUF.format(err=f"failed to decode Protobuf message: {exc}")
+            ) from None
+        return msg
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HttpError as exc:
+                return PlainTextResponse(exc.text, exc.status)
+            except EngineClosed:
+                return PlainTextResponse(L.UNAVAILABLE, 503)
+            except sqlite3.Error as exc:
+                log.error("database error on %s: %s", request.url.path, exc)
+                return PlainTextResponse(L.INTERNAL_ERROR, 500)
+
+        return endpoint
+
+
+async def read_body(request: Request) -> bytes:
+    """Read at most 2 MiB; refuse larger bodies before buffering them."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        with contextlib.suppress(ValueError):
+            if int(declared) > L.MAX_REQUEST_BODY:
+                raise HttpError(413, L.BODY_TOO_LARGE)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > L.MAX_REQUEST_BODY:
+            raise HttpError(413, L.BODY_TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack("<I", len(payload)) + payload
+
+
+async def _not_found(request: Request, exc: HTTPException) -> Response:
+    return PlainTextResponse(L.NOT_FOUND, 404)
+
+
+async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
+    return Response(status_code=405, headers=dict(exc.headers or {}))
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return PlainTextResponse(L.INTERNAL_ERROR, 500)
+

@@ -1,0 +1,205 @@
+"""KV Connect protobuf messages <-> engine operations, with the server's limits.
+
+Validation runs in upstream's order so the first failure reported is the same
+one upstream reports (KV_FACTS §4.2, §5, §6). Where upstream answers 500 or
+drops the connection on bad input, we answer 400: Deno retries 5xx forever.
+"""
+
+from __future__ import annotations
+
+import time
+
+from denokv import limits as L
+from denokv.operations import (
+    NO_EXPIRY,
+    AtomicWrite,
+    Check,
+    Enqueue,
+    Entry,
+    Mutation,
+    MutationKind,
+    ReadRange,
+    ValueEncoding,
+    WriteResult,
+)
+from denokv.proto import datapath_pb2 as pb
+from denokv.server.errors import bad_request
+
+_KINDS = {int(k): k for k in MutationKind}
+_NEEDS_VALUE = frozenset(
+    {
+        MutationKind.SET,
+        MutationKind.SUM,
+        MutationKind.MIN,
+        MutationKind.MAX,
+        MutationKind.SET_SUFFIX_VERSIONSTAMPED_KEY,
+    }
+)
+_ENCODINGS = frozenset(int(e) for e in ValueEncoding)
+# A client clock may run a little ahead of ours; allow for it on queue deadlines.
+_CLOCK_SKEW_MS = 10 * 60 * 1000
+
+
+def read_ranges(msg: pb.SnapshotRead) -> list[ReadRange]:
+    if len(msg.ranges) > L.MAX_READ_RANGES:
+        raise bad_request(L.TOO_MANY_RANGES)
+    total = 0
+    out = []
+    for r in msg.ranges:
+        if r.limit < 1:
+            raise bad_request(L.INVALID_LIMIT)
+        if len(r.start) > L.MAX_READ_KEY_SIZE or len(r.end) > L.MAX_READ_KEY_SIZE:
+            raise bad_request(L.KEY_TOO_LARGE)
+        total += r.limit
+        out.append(ReadRange(r.start, r.end, r.limit, r.reverse))
+    if total > L.MAX_READ_ENTRIES:
+        raise bad_request(L.TOO_MANY_ENTRIES)
+    return out
+
+
+def watch_keys(msg: pb.Watch) -> list[bytes]:
+    if len(msg.keys) > L.MAX_WATCHED_KEYS:
+        raise bad_request(L.TOO_MANY_WATCH_KEYS)
+    keys = [k.key for k in msg.keys]
+    if any(len(k) > L.MAX_WRITE_KEY_SIZE for k in keys):
+        raise bad_request(L.KEY_TOO_LARGE)
+    return keys
+
+
+def atomic_write(msg: pb.AtomicWrite, now_ms: int | None = None) -> AtomicWrite:
+    if len(msg.checks) > L.MAX_CHECKS:
+        raise bad_request(L.TOO_MANY_CHECKS)
+    if len(msg.mutations) + len(msg.enqueues) > L.MAX_MUTATIONS:
+        raise bad_request(L.TOO_MANY_MUTATIONS)
+    total = 0
+    checks = []
+    for c in msg.checks:
+        if len(c.key) > L.MAX_READ_KEY_SIZE:
+            raise bad_request(L.KEY_TOO_LARGE)
+        n = len(c.versionstamp)
+        if n not in (0, 10):
+            raise bad_request(L.INVALID_VERSIONSTAMP)
+        total += len(c.key)
+        checks.append(Check(c.key, c.versionstamp if n else None))
+    mutations = []
+    for m in msg.mutations:
+        mutation, size = _mutation(m)
+        total += size
+        mutations.append(mutation)
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    enqueues = []
+    for e in msg.enqueues:
+        enqueue, size = _enqueue(e, now_ms)
+        total += size
+        enqueues.append(enqueue)
+    if total > L.MAX_TOTAL_MUTATION_SIZE:
+        raise bad_request(L.WRITE_TOO_LARGE)
+    return AtomicWrite(tuple(checks), tuple(mutations), tuple(enqueues))
+
+
+def _mutation(m: pb.Mutation) -> tuple[Mutation, int]:
+    if len(m.key) > L.MAX_WRITE_KEY_SIZE:
+        raise bad_request(L.KEY_TOO_LARGE)
+    has_value = m.HasField("value")
+    data = m.value.data if has_value else b""
+    if len(data) > L.MAX_VALUE_SIZE:
+        raise bad_request(L.VALUE_TOO_LARGE)
+    kind = _KINDS.get(m.mutation_type)
+    if kind is None or (kind in _NEEDS_VALUE and not has_value):
+        raise bad_request(L.INVALID_MUTATION)
+    encoding = m.value.encoding if has_value else ValueEncoding.V8
+    if kind is not MutationKind.DELETE:
+        if encoding not in _ENCODINGS:
+            raise bad_request(L.INVALID_VALUE_ENCODING.format(n=encoding))
+        if encoding == ValueEncoding.LE64 and len(data) != 8:
+            raise bad_request(L.INVALID_LE64)
+    expire_at = m.expire_at_ms
+    if expire_at <= -2:
+        raise bad_request(L.INVALID_EXPIRE_AT)
+    if expire_at == 0:
+        expire_at = NO_EXPIRY
+    mutation = Mutation(
+        key=m.key,
+        kind=kind,
+        value=data,
+        encoding=encoding,
+        expire_at_ms=expire_at,
+        sum_min=m.sum_min,
+        sum_max=m.sum_max,
+        sum_clamp=m.sum_clamp,
+    )
+    return mutation, len(m.key) + len(data)
+
+
+def _enqueue(e: pb.Enqueue, now_ms: int) -> tuple[Enqueue, int]:
+    if len(e.payload) > L.MAX_VALUE_SIZE:
+        raise bad_request(L.VALUE_TOO_LARGE)
+    size = len(e.payload)
+    if len(e.keys_if_undelivered) > L.MAX_QUEUE_UNDELIVERED_KEYS:
+        raise bad_request(L.TOO_MANY_UNDELIVERED_KEYS)
+    for key in e.keys_if_undelivered:
+        if len(key) > L.MAX_WRITE_KEY_SIZE:
+            raise bad_request(L.KEY_TOO_LARGE)
+        size += len(key)
+    if len(e.backoff_schedule) > L.MAX_QUEUE_BACKOFF_INTERVALS:
+        raise bad_request(L.TOO_MANY_BACKOFF_INTERVALS)
+    for interval in e.backoff_schedule:
+        if interval > L.MAX_QUEUE_BACKOFF_MS:
+            raise bad_request(L.BACKOFF_TOO_LARGE)
+        size += 4
+    # Upstream rejects deadlines far in the past and accepts any future one
+    # (an inverted check). A past deadline only means "deliver now"; what a
+    # client cannot ask for is a delay beyond the 30-day maximum.
+    if e.deadline_ms < 0 or e.deadline_ms > now_ms + L.MAX_QUEUE_DELAY_MS + _CLOCK_SKEW_MS:
+        raise bad_request(L.INVALID_DEADLINE)
+    enqueue = Enqueue(
+        payload=e.payload,
+        deadline_ms=e.deadline_ms,
+        keys_if_undelivered=tuple(e.keys_if_undelivered),
+        # Over KV Connect an empty schedule means "the default".
+        backoff_schedule=tuple(e.backoff_schedule) or None,
+    )
+    return enqueue, size
+
+
+def read_output(results: list[list[Entry]], strongly_consistent: bool = True) -> bytes:
+    out = pb.SnapshotReadOutput(
+        read_is_strongly_consistent=strongly_consistent, status=pb.SR_SUCCESS
+    )
+    for entries in results:
+        values = out.ranges.add().values
+        for e in entries:
+            _check_stored_encoding(e.encoding)
+            values.add(key=e.key, value=e.value, encoding=e.encoding, versionstamp=e.versionstamp)
+    return out.SerializeToString()
+
+
+def write_output(result: WriteResult) -> bytes:
+    return pb.AtomicWriteOutput(
+        status=int(result.status),
+        versionstamp=result.versionstamp,
+        failed_checks=result.failed_checks,
+    ).SerializeToString()
+
+
+def watch_output(entries: list[Entry | None], changed: list[bool]) -> bytes:
+    out = pb.WatchOutput(status=pb.SR_SUCCESS)
+    for entry, did_change in zip(entries, changed, strict=True):
+        key_out = out.keys.add(changed=did_change)
+        if did_change and entry is not None:
+            _check_stored_encoding(entry.encoding)
+            key_out.entry_if_changed.CopyFrom(
+                pb.KvEntry(
+                    key=entry.key,
+                    value=entry.value,
+                    encoding=entry.encoding,
+                    versionstamp=entry.versionstamp,
+                )
+            )
+    return out.SerializeToString()
+
+
+def _check_stored_encoding(encoding: int) -> None:
+    if encoding not in _ENCODINGS:
+        raise bad_request(L.INVALID_VALUE_ENCODING.format(n=encoding))
