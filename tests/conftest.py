@@ -128,3 +128,23 @@ def deno_env(token: str | None = None) -> dict[str, str]:
     if token is not None:
         env["DENO_KV_ACCESS_TOKEN"] = token
     return env
+
+
+DENO_SCRIPTS = ROOT / "tests" / "deno"
+
+
+def run_deno(script: str, *args: str, token: str | None = None, timeout: float = 120) -> object:
+    """Run tests/deno/<script> with the real Deno CLI; return the JSON it printed last."""
+    import json
+
+    proc = subprocess.run(
+        [deno_binary(), "run", "--unstable-kv", "-A", str(DENO_SCRIPTS / script), *args],
+        env=deno_env(token),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"deno {script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

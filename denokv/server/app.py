@@ -125,8 +125,10 @@ class KvServer:
                 entries = engine.get_entries(keys)
                 stamps = [e.versionstamp if e else None for e in entries]
                 if stamps != last:
-                    changed = [last is None or s != last[i] for i, s in enumerate(stamps)]
-                    yield _frame(convert.watch_output(entries, changed))
+                    # Every key is sent as changed, as upstream does: Deno's remote
+                    # client reads `changed = false` as "no entry". What we add is
+                    # silence when no watched key really changed.
+                    yield _frame(convert.watch_output(entries))
                     last = stamps
                     next_keepalive = loop.time() + keepalive
                 while not await subscription.wait(max(0.0, next_keepalive - loop.time())):

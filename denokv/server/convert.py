@@ -183,11 +183,11 @@ def write_output(result: WriteResult) -> bytes:
     ).SerializeToString()
 
 
-def watch_output(entries: list[Entry | None], changed: list[bool]) -> bytes:
+def watch_output(entries: list[Entry | None]) -> bytes:
     out = pb.WatchOutput(status=pb.SR_SUCCESS)
-    for entry, did_change in zip(entries, changed, strict=True):
-        key_out = out.keys.add(changed=did_change)
-        if did_change and entry is not None:
+    for entry in entries:
+        key_out = out.keys.add(changed=True)
+        if entry is not None:
             _check_stored_encoding(entry.encoding)
             key_out.entry_if_changed.CopyFrom(
                 pb.KvEntry(
