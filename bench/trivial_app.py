@@ -1,0 +1,66 @@
+"""A trivial ASGI app on the project's own HTTP server setup, for bench/bank.py.
+
+It answers every request with a fixed small protobuf-typed body, after reading
+the request body, and is served exactly as `denokv serve` serves its app:
+`denokv.server.http.serve` (granian embedded, or hypercorn) on the same event
+loop runner (uvloop when installed). The difference between this and the
+denokv server's `/v2/snapshot_read` is the cost of the KV app itself.
+
+    python bench/trivial_app.py --addr 127.0.0.1:PORT [--http-server granian]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cli.serve import _run_loop, parse_addr  # noqa: E402
+from denokv.server.http import HTTP_SERVERS, serve  # noqa: E402
+
+# About the size of a one-entry SnapshotReadOutput.
+BODY = b"\x0a\x1c\x0a\x1a" + b"\x00" * 26
+HEADERS = [(b"content-type", b"application/x-protobuf"), (b"content-length", b"%d" % len(BODY))]
+
+
+async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+class Trivial:
+    """What `serve` needs from a server object: `.app` and `.begin_shutdown()`."""
+
+    app = staticmethod(app)
+
+    def begin_shutdown(self) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--addr", required=True)
+    parser.add_argument("--http-server", choices=HTTP_SERVERS, default="granian")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    host, port = parse_addr(args.addr)
+    _run_loop(serve(Trivial(), host, port, args.http_server))
+
+
+if __name__ == "__main__":
+    main()
