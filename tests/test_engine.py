@@ -1,0 +1,209 @@
+"""The storage engine on its own: group commit, isolation of failing writes, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from denokv.engine import Engine
+from denokv.operations import (
+    AtomicWrite,
+    Check,
+    Enqueue,
+    Mutation,
+    MutationKind,
+    ReadRange,
+    ValueEncoding,
+    WriteError,
+    WriteStatus,
+)
+
+
+def put(key: bytes, value: bytes = b"v", expire_at_ms: int = -1) -> AtomicWrite:
+    return AtomicWrite(
+        mutations=(Mutation(key, MutationKind.SET, value, ValueEncoding.BYTES, expire_at_ms),)
+    )
+
+
+def u64(key: bytes, kind: MutationKind, n: int) -> AtomicWrite:
+    return AtomicWrite(
+        mutations=(Mutation(key, kind, n.to_bytes(8, "little"), ValueEncoding.LE64),)
+    )
+
+
+@pytest.fixture(params=["file", "memory"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path):
+    path = tmp_path / "kv.sqlite" if request.param == "file" else ":memory:"
+    eng = Engine(path)
+    yield eng
+    eng.close()
+
+
+async def test_concurrent_writes_share_commits_and_get_distinct_increasing_stamps(
+    engine: Engine,
+) -> None:
+    results = await asyncio.gather(*(engine.atomic_write(put(b"k%d" % i)) for i in range(300)))
+    stamps = [r.versionstamp for r in results]
+    assert all(r.status is WriteStatus.SUCCESS for r in results)
+    assert len(set(stamps)) == 300
+    assert stamps == sorted(stamps), "stamps follow submission order within the queue"
+    assert engine.writer is not None
+    assert engine.writer.stats_writes == 300
+    assert engine.writer.stats_commits < 300, "no group commit happened"
+    gaps = [
+        int.from_bytes(b[:8], "big") - int.from_bytes(a[:8], "big")
+        for a, b in zip(stamps, stamps[1:], strict=False)
+    ]
+    assert set(gaps) <= set(range(1, 10)) and len(set(gaps)) > 1
+
+
+async def test_a_failing_write_in_a_group_rolls_back_alone(tmp_path: Path) -> None:
+    eng = Engine(tmp_path / "kv.sqlite", batch_timeout_ms=100)  # force one group
+    try:
+        await eng.atomic_write(put(b"text", b"not a number"))
+        bad = AtomicWrite(
+            mutations=(
+                Mutation(b"partial", MutationKind.SET, b"x", ValueEncoding.BYTES),
+                u64(b"text", MutationKind.SUM, 1).mutations[0],
+            )
+        )
+        outcomes = await asyncio.gather(
+            eng.atomic_write(put(b"before")),
+            eng.atomic_write(bad),
+            eng.atomic_write(put(b"after")),
+            return_exceptions=True,
+        )
+        assert outcomes[0].ok and outcomes[2].ok
+        assert isinstance(outcomes[1], WriteError)
+        assert "non-U64 value in the database" in str(outcomes[1])
+        assert eng.writer.stats_commits == 2  # the setup write, then one group of three
+        got = eng.get_entries([b"before", b"partial", b"after"])
+        assert [e is not None for e in got] == [True, False, True]
+        # The failed write did not consume a version either.
+        v1 = int.from_bytes(outcomes[0].versionstamp[:8], "big")
+        v3 = int.from_bytes(outcomes[2].versionstamp[:8], "big")
+        assert 1 <= v3 - v1 <= 9
+    finally:
+        eng.close()
+
+
+async def test_checks_report_every_failed_index(engine: Engine) -> None:
+    first = await engine.atomic_write(put(b"a"))
+    write = AtomicWrite(
+        checks=(
+            Check(b"a", first.versionstamp),  # holds
+            Check(b"a", None),  # fails: a exists
+            Check(b"missing", None),  # holds
+            Check(b"missing", first.versionstamp),  # fails
+        ),
+        mutations=put(b"a", b"changed").mutations,
+    )
+    result = await engine.atomic_write(write)
+    assert result.status is WriteStatus.CHECK_FAILURE
+    assert result.failed_checks == (1, 3)
+    assert result.versionstamp == b""
+    assert engine.get_entries([b"a"])[0].value == b"v"
+
+
+async def test_u64_arithmetic(engine: Engine) -> None:
+    await engine.atomic_write(u64(b"n", MutationKind.SUM, 2**64 - 1))
+    await engine.atomic_write(u64(b"n", MutationKind.SUM, 3))
+    await engine.atomic_write(u64(b"lo", MutationKind.MIN, 9))
+    await engine.atomic_write(u64(b"lo", MutationKind.MIN, 4))
+    await engine.atomic_write(u64(b"hi", MutationKind.MAX, 4))
+    await engine.atomic_write(u64(b"hi", MutationKind.MAX, 9))
+    got = [int.from_bytes(e.value, "little") for e in engine.get_entries([b"n", b"lo", b"hi"])]
+    assert got == [2, 4, 9]
+
+
+async def test_sum_clears_an_expiry(engine: Engine) -> None:
+    far = int(time.time() * 1000) + 3_600_000
+    await engine.atomic_write(
+        AtomicWrite(mutations=(Mutation(b"n", MutationKind.SET, (1).to_bytes(8, "little"),
+                                        ValueEncoding.LE64, far),))  # fmt: skip
+    )
+    await engine.atomic_write(u64(b"n", MutationKind.SUM, 1))
+    with engine._reader() as conn:
+        assert conn.execute("select expiration_ms from kv where k = ?", (b"n",)).fetchone() == (-1,)
+
+
+async def test_versionstamped_key_gets_the_commit_stamp_as_a_string_part(engine: Engine) -> None:
+    write = AtomicWrite(
+        mutations=(Mutation(b"\x02p\x00", MutationKind.SET_SUFFIX_VERSIONSTAMPED_KEY, b"x",
+                            ValueEncoding.BYTES),)  # fmt: skip
+    )
+    result = await engine.atomic_write(write)
+    rows = engine.read([ReadRange(b"\x02p\x00", b"\x02p\xff", 10)])[0]
+    assert [r.key for r in rows] == [b"\x02p\x00\x02" + result.versionstamp.hex().encode() + b"\x00"]
+
+
+async def test_expired_keys_vanish_at_once_and_the_sweeper_deletes_them_promptly(
+    tmp_path: Path,
+) -> None:
+    eng = Engine(tmp_path / "kv.sqlite")
+    try:
+        soon = int(time.time() * 1000) + 300
+        await eng.atomic_write(put(b"e", expire_at_ms=soon))
+        await eng.atomic_write(put(b"stay"))
+        assert eng.get_entries([b"e"])[0] is not None
+        version_before = eng.current_versionstamp()
+        await asyncio.sleep(0.45)
+        assert eng.get_entries([b"e"])[0] is None  # filtered before any sweep
+        # Upstream would sweep only on its 60 s timer; ours re-arms for the nearer expiry.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with eng._reader() as conn:
+                if conn.execute("select count(*) from kv where k = ?", (b"e",)).fetchone()[0] == 0:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the sweeper did not delete the expired key within 5 s")
+        after = int.from_bytes(eng.current_versionstamp()[:8], "big")
+        assert after == int.from_bytes(version_before[:8], "big") + 1
+    finally:
+        eng.close()
+
+
+async def test_enqueues_are_stored_with_the_default_schedule(tmp_path: Path) -> None:
+    eng = Engine(tmp_path / "kv.sqlite")
+    try:
+        write = AtomicWrite(enqueues=(Enqueue(b"payload", 123, (b"\x02dl\x00",)),))
+        assert (await eng.atomic_write(write)).ok
+    finally:
+        eng.close()
+    conn = sqlite3.connect(tmp_path / "kv.sqlite")
+    rows = conn.execute("select ts, data, backoff_schedule, keys_if_undelivered from queue").fetchall()
+    assert rows == [(123, b"payload", "[100,1000,5000,30000,60000]", "[[2,100,108,0]]")]
+
+
+async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    eng = Engine(tmp_path / "kv.sqlite")
+    futures = [eng.writer.submit_sync(put(b"q%d" % i)) for i in range(200)]
+    eng.close()
+    assert all(f.result(timeout=5).ok for f in futures)
+    conn = sqlite3.connect(tmp_path / "kv.sqlite")
+    assert conn.execute("select count(*) from kv").fetchone()[0] == 200
+
+
+async def test_read_only_engine_reports_writes_disabled(tmp_path: Path) -> None:
+    Engine(tmp_path / "kv.sqlite").close()
+    eng = Engine(tmp_path / "kv.sqlite", read_only=True)
+    try:
+        assert (await eng.atomic_write(put(b"x"))).status is WriteStatus.WRITE_DISABLED
+        assert eng.read([ReadRange(b"", b"\xff", 10)]) == [[]]
+    finally:
+        eng.close()
+
+
+async def test_reads_see_one_snapshot_across_ranges(engine: Engine) -> None:
+    await engine.atomic_write(put(b"a", b"1"))
+    await engine.atomic_write(put(b"b", b"1"))
+    result = engine.read([ReadRange(b"a", b"a\x00", 1), ReadRange(b"b", b"b\x00", 1)])
+    assert [r[0].value for r in result] == [b"1", b"1"]
+    rev = engine.read([ReadRange(b"", b"\xff", 1, reverse=True)])
+    assert rev[0][0].key == b"b"
+    assert engine.read([ReadRange(b"b", b"a", 5)]) == [[]]
