@@ -75,6 +75,7 @@ class Writer:
         self._closed = False
         self._next_sweep_ms = 0
         self.commit_listeners: list[CommitListener] = []
+        self.on_enqueued: Callable[[], None] | None = None
         self.stats_commits = 0
         self.stats_writes = 0
         self._thread = threading.Thread(target=self._run, name="denokv-writer", daemon=True)
@@ -176,6 +177,7 @@ class Writer:
         results: list[WriteResult | BaseException] = []
         touched: list[bytes] = []
         earliest: int | None = None
+        enqueued = 0
         with self._lock:
             try:
                 conn.execute("begin immediate")
@@ -187,6 +189,7 @@ class Writer:
                     results.append(result)
                     if effects is not None:
                         touched += effects.touched
+                        enqueued += effects.enqueued
                         if effects.earliest_expiry is not None and (
                             earliest is None or effects.earliest_expiry < earliest
                         ):
@@ -200,11 +203,14 @@ class Writer:
                 results = [exc] * len(group)
                 touched = []
                 earliest = None
+                enqueued = 0
         self.stats_commits += 1
         self.stats_writes += len(group)
         _resolve(group, results)
         if touched:
             self._on_touched(touched)
+        if enqueued and self.on_enqueued is not None:
+            self.on_enqueued()
         # Re-arm the sweeper for a nearer expiry (upstream waits for the old timer).
         if earliest is not None and earliest < self._next_sweep_ms:
             self._next_sweep_ms = earliest
