@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli.serve import _run_loop, parse_addr  # noqa: E402
-from denokv.server.http import HTTP_SERVERS, serve  # noqa: E402
+from cli.serve import _run_loop, parse_addr
+from denokv.server.http import HTTP_SERVERS, serve
 
 # About the size of a one-entry SnapshotReadOutput.
 BODY = b"\x0a\x1c\x0a\x1a" + b"\x00" * 26
