@@ -45,7 +45,20 @@ _EXPORTS = {
     "KvU64": "denokv.values",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "COMMIT_VERSIONSTAMP",
+    "AtomicOperation",
+    "CommitResult",
+    "Kv",
+    "KvEntry",
+    "KvInt",
+    "KvNumber",
+    "KvU64",
+    "RetryPolicy",
+    "SyncKv",
+    "open_kv",
+    "open_kv_sync",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from denokv import redo_log
 from denokv.operations import (
     AtomicWrite,
     EngineClosed,
@@ -57,6 +58,7 @@ class Engine:
         synchronous: str = "full",
         batch_timeout_ms: float | None = None,
         readers: int = 1,
+        redo_log: bool = False,
     ) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
@@ -76,7 +78,7 @@ class Engine:
             migrate(conn)
             self._shared_lock = threading.Lock()
             self._readers.put(conn)
-            self._start_writer(conn, batch_timeout_ms)
+            self._start_writer(conn, batch_timeout_ms, redo_log)
             return
 
         if read_only:
@@ -95,7 +97,7 @@ class Engine:
                 reader = self._connect(self.path)
                 reader.execute("pragma query_only = 1")
                 self._readers.put(reader)
-            self._start_writer(conn, batch_timeout_ms)
+            self._start_writer(conn, batch_timeout_ms, redo_log)
         if readers > 1:
             self._executor = ThreadPoolExecutor(readers, thread_name_prefix="denokv-read")
 
@@ -106,13 +108,18 @@ class Engine:
         self._all_conns.append(conn)
         return conn
 
-    def _start_writer(self, conn: sqlite3.Connection, batch_timeout_ms: float | None) -> None:
+    def _start_writer(
+        self, conn: sqlite3.Connection, batch_timeout_ms: float | None, capture: bool
+    ) -> None:
         self.writer = Writer(
             conn,
             on_touched=self.watches.notify,
             batch_timeout_ms=batch_timeout_ms,
             conn_lock=self._shared_lock,
         )
+        if capture:
+            redo_log.create_tables(conn)
+            self.writer.commit_listeners.append(redo_log.capture)
         self.writer.start()
 
     # -- reads ------------------------------------------------------------------

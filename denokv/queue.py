@@ -14,10 +14,12 @@ import json
 import random
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from denokv.mutations import UPSERT
+from denokv.mutations import UPSERT, Effects
 from denokv.operations import NO_EXPIRY, ValueEncoding
+from denokv.writer import CommitListener
 
 LEASE_MS = 5_000  # how long a delivery may run before it is presumed lost
 RECOVERY_BATCH = 100
@@ -78,7 +80,12 @@ def extend_lease(conn: sqlite3.Connection, msg_id: str, now_ms: int) -> None:
 
 
 def settle(
-    conn: sqlite3.Connection, msg_id: str, success: bool, now_ms: int, rng: random.Random
+    conn: sqlite3.Connection,
+    msg_id: str,
+    success: bool,
+    now_ms: int,
+    rng: random.Random,
+    listeners: Sequence[CommitListener] = (),
 ) -> Settled:
     conn.execute("begin immediate")
     try:
@@ -93,7 +100,7 @@ def settle(
         conn.execute("delete from queue_running where id = ?", (msg_id,))
         settled = Settled([])
         if not success:
-            settled = _retry_or_dead_letter(conn, msg_id, row, now_ms, rng)
+            settled = _retry_or_dead_letter(conn, row, now_ms, rng, listeners)
         conn.execute("commit")
         return settled
     except BaseException:
@@ -101,7 +108,12 @@ def settle(
         raise
 
 
-def recover_lost(conn: sqlite3.Connection, now_ms: int, rng: random.Random) -> Settled:
+def recover_lost(
+    conn: sqlite3.Connection,
+    now_ms: int,
+    rng: random.Random,
+    listeners: Sequence[CommitListener] = (),
+) -> Settled:
     """Messages whose lease ran out (e.g. the process died mid-delivery) count as failed."""
     conn.execute("begin immediate")
     try:
@@ -114,7 +126,7 @@ def recover_lost(conn: sqlite3.Connection, now_ms: int, rng: random.Random) -> S
         for deadline, data, schedule, dead_keys, msg_id in rows:
             conn.execute("delete from queue_running where id = ?", (msg_id,))
             one = _retry_or_dead_letter(
-                conn, msg_id, (deadline, data, schedule, dead_keys), now_ms, rng
+                conn, (deadline, data, schedule, dead_keys), now_ms, rng, listeners
             )
             total.dead_letter_keys += one.dead_letter_keys
             total.version = one.version or total.version
@@ -127,10 +139,10 @@ def recover_lost(conn: sqlite3.Connection, now_ms: int, rng: random.Random) -> S
 
 def _retry_or_dead_letter(
     conn: sqlite3.Connection,
-    msg_id: str,
     row: tuple[int, bytes, str, str | bytes],
     now_ms: int,
     rng: random.Random,
+    listeners: Sequence[CommitListener],
 ) -> Settled:
     _, data, schedule_json, dead_keys_json = row
     schedule = json.loads(schedule_json)
@@ -151,4 +163,9 @@ def _retry_or_dead_letter(
     ).fetchone()[0]
     for key in keys:
         conn.execute(UPSERT, (key, data, int(ValueEncoding.V8), version, NO_EXPIRY))
+    # Dead letters are commits like any other: the redo log (backups) must see them.
+    effects = Effects(touched=list(keys))
+    effects.changes = [(k, data, int(ValueEncoding.V8), NO_EXPIRY) for k in keys]
+    for listener in listeners:
+        listener(conn, version, effects)
     return Settled(keys, version)

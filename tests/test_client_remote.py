@@ -16,7 +16,8 @@ from tests.conftest import ServerProcess
 
 async def test_a_wrong_token_is_a_clear_error(server: ServerProcess) -> None:
     async with denokv.open_kv(server.url, access_token="x" * 20) as kv:
-        with pytest.raises(KvMetadataError, match=r"Failed to fetch metadata: Invalid access token\."):
+        expected = r"Failed to fetch metadata: Invalid access token\."
+        with pytest.raises(KvMetadataError, match=expected):
             await kv.get(["a"])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ async def test_concurrent_writes_share_commits_and_get_distinct_increasing_stamp
     assert engine.writer.stats_commits < 300, "no group commit happened"
     gaps = [
         int.from_bytes(b[:8], "big") - int.from_bytes(a[:8], "big")
-        for a, b in zip(stamps, stamps[1:], strict=False)
+        for a, b in itertools.pairwise(stamps)
     ]
     assert set(gaps) <= set(range(1, 10)) and len(set(gaps)) > 1
 
@@ -124,7 +125,7 @@ async def test_sum_clears_an_expiry(engine: Engine) -> None:
     far = int(time.time() * 1000) + 3_600_000
     await engine.atomic_write(
         AtomicWrite(mutations=(Mutation(b"n", MutationKind.SET, (1).to_bytes(8, "little"),
-                                        ValueEncoding.LE64, far),))  # fmt: skip
+                                        ValueEncoding.LE64, far),))
     )
     await engine.atomic_write(u64(b"n", MutationKind.SUM, 1))
     with engine._reader() as conn:
@@ -134,11 +135,12 @@ async def test_sum_clears_an_expiry(engine: Engine) -> None:
 async def test_versionstamped_key_gets_the_commit_stamp_as_a_string_part(engine: Engine) -> None:
     write = AtomicWrite(
         mutations=(Mutation(b"\x02p\x00", MutationKind.SET_SUFFIX_VERSIONSTAMPED_KEY, b"x",
-                            ValueEncoding.BYTES),)  # fmt: skip
+                            ValueEncoding.BYTES),)
     )
     result = await engine.atomic_write(write)
     rows = engine.read([ReadRange(b"\x02p\x00", b"\x02p\xff", 10)])[0]
-    assert [r.key for r in rows] == [b"\x02p\x00\x02" + result.versionstamp.hex().encode() + b"\x00"]
+    suffix = b"\x02" + result.versionstamp.hex().encode() + b"\x00"
+    assert [r.key for r in rows] == [b"\x02p\x00" + suffix]
 
 
 async def test_expired_keys_vanish_at_once_and_the_sweeper_deletes_them_promptly(
@@ -176,7 +178,9 @@ async def test_enqueues_are_stored_with_the_default_schedule(tmp_path: Path) -> 
     finally:
         eng.close()
     conn = sqlite3.connect(tmp_path / "kv.sqlite")
-    rows = conn.execute("select ts, data, backoff_schedule, keys_if_undelivered from queue").fetchall()
+    rows = conn.execute(
+        "select ts, data, backoff_schedule, keys_if_undelivered from queue"
+    ).fetchall()
     assert rows == [(123, b"payload", "[100,1000,5000,30000,60000]", "[[2,100,108,0]]")]
 
 

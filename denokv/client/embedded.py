@@ -61,7 +61,9 @@ class EmbeddedBackend:
         slots = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
         tasks: set[asyncio.Task[None]] = set()
         try:
-            await self._job(queue.recover_lost, now_ms(), self._rng)
+            self._announce(
+                await self._job(queue.recover_lost, now_ms(), self._rng, writer.commit_listeners)
+            )
             while not self.engine.closed:
                 await slots.acquire()
                 delivery = await self._job(queue.dequeue, now_ms())
@@ -86,7 +88,8 @@ class EmbeddedBackend:
             await asyncio.wait_for(wakeup.wait(), wait)
         wakeup.clear()
         # Leases of crashed deliveries run out while we wait; pick those up too.
-        settled = await self._job(queue.recover_lost, now_ms(), self._rng)
+        listeners = self.engine.writer.commit_listeners if self.engine.writer else ()
+        settled = await self._job(queue.recover_lost, now_ms(), self._rng, listeners)
         self._announce(settled)
 
     async def _deliver(
@@ -105,7 +108,10 @@ class EmbeddedBackend:
                 success = False
             finally:
                 renew.cancel()
-            settled = await self._job(queue.settle, delivery.id, success, now_ms(), self._rng)
+            listeners = self.engine.writer.commit_listeners if self.engine.writer else ()
+            settled = await self._job(
+                queue.settle, delivery.id, success, now_ms(), self._rng, listeners
+            )
             self._announce(settled)
         finally:
             slots.release()

@@ -106,7 +106,8 @@ class Kv:
         raws = [_read_key(k) for k in keys]
         results = await self._read([ReadRange(k, k + b"\x00", 1) for k in raws], consistency)
         return [
-            _entry(tuple(k), rows[0] if rows else None) for k, rows in zip(keys, results, strict=True)
+            _entry(tuple(k), rows[0] if rows else None)
+            for k, rows in zip(keys, results, strict=True)
         ]
 
     def list(
