@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cli import serve
+from cli import pitr, serve
 
 
 class CliError(Exception):
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="<command>")
     serve.add_parser(commands)
+    pitr.add_parser(commands)
     return parser
 
 

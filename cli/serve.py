@@ -9,10 +9,12 @@ import os
 import sys
 from typing import Any
 
+from cli.options import add_s3_location, parse_duration, s3_options
 from denokv import limits
 from denokv.engine import SYNCHRONOUS_MODES, Engine
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.http import HTTP_SERVERS, serve
+from timemachine.codec import COMPRESSIONS
 
 log = logging.getLogger("denokv")
 
@@ -63,6 +65,27 @@ def add_parser(commands: Any) -> None:
         help="SQLite synchronous setting; anything below full may lose the last "
         "acknowledged writes on power loss (env DENO_KV_SQLITE_SYNCHRONOUS, default full)",
     )
+    backup = p.add_argument_group(
+        "backup to S3", "Continuous backup is on when --s3-bucket is set (AWS credentials come "
+        "from the standard AWS environment and config)."
+    )
+    add_s3_location(backup)  # type: ignore[arg-type]
+    backup.add_argument("--s3-compression", choices=COMPRESSIONS,
+                        default=env("DENO_KV_S3_COMPRESSION", "zstd"),
+                        help="object body compression; 'none' writes plain protobuf that "
+                        "upstream's replica reads (env DENO_KV_S3_COMPRESSION, default zstd)")
+    backup.add_argument("--s3-sync-interval", type=parse_duration,
+                        default=parse_duration(env("DENO_KV_S3_SYNC_INTERVAL", "1s")),
+                        help="how often to upload a log segment (env DENO_KV_S3_SYNC_INTERVAL, "
+                        "default 1s)")
+    backup.add_argument("--s3-snapshot-interval", type=parse_duration,
+                        default=parse_duration(env("DENO_KV_S3_SNAPSHOT_INTERVAL", "24h")),
+                        help="start a new generation (a full snapshot) this often "
+                        "(env DENO_KV_S3_SNAPSHOT_INTERVAL, default 24h)")
+    backup.add_argument("--s3-retention", type=parse_duration,
+                        default=parse_duration(env("DENO_KV_S3_RETENTION", "7d")),
+                        help="keep every point of this window restorable "
+                        "(env DENO_KV_S3_RETENTION, default 7d)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -87,8 +110,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(limits.TOKEN_TOO_SHORT)
     if args.num_workers < 1:
         raise CliError("num_workers must be at least 1")
+    backup = bool(args.s3_bucket)
     try:
         host, port = parse_addr(args.addr)
+        if backup:
+            if args.read_only:
+                raise ValueError("--read-only cannot ship backups: drop --s3-bucket or --read-only")
+            s3_options(args).validate()
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -98,14 +126,48 @@ def run(args: argparse.Namespace) -> int:
         synchronous=args.sqlite_synchronous,
         batch_timeout_ms=args.atomic_write_batch_timeout_ms,
         readers=args.num_workers,
+        redo_log=backup,
     )
     server = KvServer(engine, ServerConfig(access_token=args.access_token))
     try:
-        _run_loop(serve(server, host, port, args.http_server))
+        _run_loop(_serve_with_backup(server, args) if backup else serve(
+            server, host, port, args.http_server
+        ))
     finally:
         engine.close()
         log.info("stopped; all acknowledged writes are committed")
     return 0
+
+
+async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None:
+    """Serve, with the shipper beside the server; at shutdown it ships what is left."""
+    from timemachine.s3 import S3Store
+    from timemachine.shipper import Shipper, ShipperOptions
+
+    host, port = parse_addr(args.addr)
+    options = s3_options(args)
+    store = S3Store(options)
+    shipper = Shipper(
+        server.engine,
+        store,
+        options.prefix,
+        ShipperOptions(
+            compression=args.s3_compression,
+            sync_interval_s=args.s3_sync_interval,
+            snapshot_interval_s=args.s3_snapshot_interval,
+            retention_s=args.s3_retention,
+        ),
+    )
+    server.shipper_stats = shipper.stats
+    stop = asyncio.Event()
+    task = asyncio.create_task(shipper.run(stop))
+    try:
+        await serve(server, host, port, args.http_server)
+    finally:
+        stop.set()
+        await task
+        shipper.close()
+        await store.close()
 
 
 def _run_loop(main: Any) -> None:

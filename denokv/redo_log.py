@@ -65,6 +65,9 @@ def capture(conn: sqlite3.Connection, version: int, effects: Effects) -> None:
     """A commit listener: log the effects of one successful write."""
     changes = effects.changes
     if not changes:
+        # Nothing to log, but the version moved: remember it was seen, so the
+        # shipper can tell this commit from one made without capture.
+        write_state(conn, {"captured_version": str(version)})
         return
     stamp = versionstamp(version)
     now = time.time_ns() // 1_000_000

@@ -60,6 +60,7 @@ class KvServer:
         self.config = config
         self.auth = Authenticator(config.access_token)
         self.closing = False
+        self.shipper_stats: object | None = None  # set when a backup shipper runs beside us
         self.app = Starlette(
             routes=[
                 Route("/", self._guard(self.metadata), methods=["POST"]),

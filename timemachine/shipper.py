@@ -1,0 +1,271 @@
+"""The shipper: runs beside the primary and moves the redo log to the object store.
+
+Every sync interval (or sooner, when the backlog passes a size bound) it reads
+the redo entries after the last shipped one, cuts them at the last complete
+commit, uploads them as one segment and only then trims them locally. A crash
+between upload and trim ships the same entries again; readers ignore repeats
+by versionstamp. While the store is unreachable the server keeps taking
+writes, the backlog waits on disk, and the shipper retries with backoff.
+
+Generations: a new one (a fresh snapshot) starts on first run, when the local
+file is not continuous with what was shipped (restored, replaced, or written
+without capture), and every snapshot interval. Retention deletes generations
+that no point inside the retention window needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from denokv import redo_log
+from denokv.engine import Engine
+from denokv.operations import versionstamp
+from denokv.redo_log import BOUNDARY, RedoEntry
+from timemachine import layout
+from timemachine.codec import encode_segment
+from timemachine.snapshot import read_snapshot
+from timemachine.store import ObjectNotFound, ObjectStore
+
+log = logging.getLogger("denokv.shipper")
+
+ZERO12 = bytes(12)
+
+
+@dataclass(frozen=True, slots=True)
+class ShipperOptions:
+    compression: str = "zstd"
+    sync_interval_s: float = 1.0
+    snapshot_interval_s: float = 24 * 3600
+    retention_s: float = 7 * 24 * 3600
+    max_segment_entries: int = 50_000
+    max_backoff_s: float = 30.0
+
+
+@dataclass
+class ShipperStats:
+    segments: int = 0
+    entries: int = 0
+    bytes: int = 0
+    errors: int = 0
+    generations: int = 0
+    last_success: float | None = None
+    last_error: str | None = None
+    shipped_through: bytes = ZERO12
+    generation: str | None = None
+    retention_deleted: list[str] = field(default_factory=list)
+
+
+class Shipper:
+    def __init__(
+        self, engine: Engine, store: ObjectStore, prefix: str, options: ShipperOptions
+    ) -> None:
+        if engine.writer is None:
+            raise ValueError("backups need a writable database")
+        self.engine = engine
+        self.store = store
+        self.prefix = prefix
+        self.options = options
+        self.stats = ShipperStats()
+        self._reader = sqlite3.connect(engine.path, isolation_level=None, check_same_thread=False)
+        self._generation_started_ms = 0
+        self._resumed = False
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self.sync_once()
+                attempt = 0
+                delay = self.options.sync_interval_s
+            except Exception as exc:
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                entries, _, oldest = await asyncio.to_thread(redo_log.backlog, self._reader)
+                lag = "" if oldest is None else f", oldest {time.time() - oldest / 1000:.0f} s old"
+                log.warning(
+                    "shipping failed (%s); %d entries waiting%s; retrying",
+                    self.stats.last_error, entries, lag,
+                )  # fmt: skip
+                delay = min(self.options.max_backoff_s, 0.5 * 2**attempt) * random.uniform(0.5, 1)
+                attempt += 1
+            await _sleep_until(stop, delay)
+        # A last attempt so a clean shutdown leaves nothing behind, within bounds.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sync_once(), timeout=10)
+
+    async def sync_once(self) -> None:
+        """Make sure a generation exists, ship everything pending, rotate and prune."""
+        if not self._resumed:
+            await self.resume()
+            self._resumed = True
+        if self.stats.generation is None or not await self._continuous():
+            await self.start_generation()
+        await self.ship_pending()
+        age_ms = time.time() * 1000 - self._generation_started_ms
+        if age_ms >= self.options.snapshot_interval_s * 1000:
+            await self.start_generation()
+        await self.apply_retention()
+        self.stats.last_success = time.time()
+
+    # -- shipping ------------------------------------------------------------------
+
+    async def ship_pending(self) -> int:
+        shipped = 0
+        while True:
+            entries = await asyncio.to_thread(self._read_complete_commits)
+            if not entries:
+                return shipped
+            await self._upload_segment(entries)
+            shipped += len(entries)
+
+    def _read_complete_commits(self) -> list[RedoEntry]:
+        limit = self.options.max_segment_entries
+        while True:
+            entries = redo_log.read_after(self._reader, self.stats.shipped_through, limit)
+            cut = len(entries)
+            while cut and not entries[cut - 1].is_boundary:
+                cut -= 1
+            if cut or len(entries) < limit:
+                # Everything written in one transaction is visible at once, so a
+                # short read without a boundary is empty; a full one is a huge commit.
+                return entries[:cut]
+            limit *= 2
+
+    async def _upload_segment(self, entries: list[RedoEntry]) -> None:
+        generation = self.stats.generation
+        assert generation is not None
+        first, last = entries[0].versionstamp12, entries[-1].versionstamp12
+        name = layout.LogName(int.from_bytes(first[:8], "big"), first, last)
+        body = encode_segment(entries, self.options.compression)
+        # Written once: a repeat after a crash finds the same object already there.
+        await self.store.put(layout.log_key(self.prefix, generation, name), body, if_absent=True)
+        await self._record(shipped_through=last)
+        self.stats.segments += 1
+        self.stats.entries += len(entries)
+        self.stats.bytes += len(body)
+
+    async def _record(self, shipped_through: bytes, generation: str | None = None) -> None:
+        state = {"shipped_through": shipped_through.hex()}
+        if generation is not None:
+            state["generation"] = generation
+            state["generation_started_ms"] = str(self._generation_started_ms)
+        writer = self.engine.writer
+        assert writer is not None
+        await asyncio.wrap_future(
+            writer.run_job(lambda conn: redo_log.trim(conn, shipped_through, state))
+        )
+        self.stats.shipped_through = shipped_through
+        if generation is not None:
+            self.stats.generation = generation
+
+    # -- generations ----------------------------------------------------------------
+
+    async def _continuous(self) -> bool:
+        """Is the local file still the continuation of the generation we ship to?"""
+        state = await asyncio.to_thread(redo_log.read_state, self._reader)
+        if state.get("generation") != self.stats.generation:
+            return False
+        current, captured = await asyncio.to_thread(self._current_version_and_max_captured)
+        if current > captured:
+            log.info("commits were made without redo capture; starting a new generation")
+            return False
+        return True
+
+    def _current_version_and_max_captured(self) -> tuple[bytes, bytes]:
+        conn = self._reader
+        conn.execute("begin")
+        try:
+            (version,) = conn.execute("select version from data_version where k = 0").fetchone()
+            (newest,) = conn.execute("select max(versionstamp12) from denokv_redo_log").fetchone()
+            marker = redo_log.read_state(conn).get("captured_version")
+        finally:
+            conn.execute("commit")
+        captured = max(newest or ZERO12, self.stats.shipped_through)[:10]
+        if marker is not None:
+            captured = max(captured, versionstamp(int(marker)))
+        return versionstamp(version), captured
+
+    async def resume(self) -> None:
+        """Pick up the generation a previous run was shipping to, if S3 still has it."""
+        state = await asyncio.to_thread(redo_log.read_state, self._reader)
+        generation = state.get("generation")
+        if generation is None:
+            return
+        try:
+            await self.store.get(layout.differential_key(self.prefix, generation))
+        except ObjectNotFound:
+            log.info("generation %s is not in the store; starting a new one", generation)
+            return
+        self.stats.generation = generation
+        self.stats.shipped_through = bytes.fromhex(state.get("shipped_through", ZERO12.hex()))
+        self._generation_started_ms = int(state.get("generation_started_ms", "0"))
+
+    async def start_generation(self) -> str:
+        if self.stats.generation is not None:
+            with contextlib.suppress(Exception):
+                await self.ship_pending()  # finish the old generation's history first
+        now_ms = int(time.time() * 1000)
+        stamp, chunks = await read_snapshot(self.engine.path, self.options.compression, now_ms)
+        generation = layout.new_generation(now_ms)
+        monoseq = int.from_bytes(stamp[:8], "big")
+        count = 0
+        async for chunk in chunks:
+            name = layout.SnapshotName(monoseq, chunk.seq)
+            key = layout.snapshot_key(self.prefix, generation, name)
+            await self.store.put(key, chunk.body, if_absent=True)
+            count += chunk.entries
+        # The differential marks the generation complete; readers ignore folders without it.
+        await self.store.put(
+            layout.differential_key(self.prefix, generation), stamp.hex().encode(), if_absent=True
+        )
+        self._generation_started_ms = now_ms
+        await self._record(shipped_through=stamp + BOUNDARY, generation=generation)
+        self.stats.generations += 1
+        log.info("started backup generation %s at %s (%d keys)", generation, stamp.hex(), count)
+        return generation
+
+    async def apply_retention(self) -> list[str]:
+        folders = await self.store.list_folders(layout.generations_prefix(self.prefix))
+        names = sorted(f.rstrip("/") for f in folders)
+        window_start_ms = time.time() * 1000 - self.options.retention_s * 1000
+        doomed = []
+        for i, name in enumerate(names):
+            try:
+                started = layout.generation_time_ms(name)
+            except layout.LayoutError:
+                continue
+            newer = names[i + 1 :]
+            # A generation is needed while the next one starts inside the window:
+            # points between the window start and that next snapshot live here.
+            next_start = layout.generation_time_ms(newer[0]) if newer else None
+            if name == self.stats.generation or next_start is None:
+                continue
+            if next_start <= window_start_ms and started < window_start_ms:
+                doomed.append(name)
+        for name in doomed:
+            prefix = layout.generation_prefix(self.prefix, name)
+            objects = await self.store.list(prefix)
+            keys = [o.key for o in objects]
+            differential = layout.differential_key(self.prefix, name)
+            # Unmark the generation first, so a half-deleted one is never used.
+            await self.store.delete([k for k in keys if k == differential])
+            await self.store.delete([k for k in keys if k != differential])
+            log.info("retention: deleted generation %s", name)
+        self.stats.retention_deleted += doomed
+        return doomed
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
