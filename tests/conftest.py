@@ -48,6 +48,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     http_server: str = "granian"
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -63,7 +64,7 @@ class ServerProcess:
         ]  # fmt: skip
 
     def start(self) -> ServerProcess:
-        env = {**os.environ, "DENO_KV_ACCESS_TOKEN": self.token}
+        env = {**os.environ, **self.env, "DENO_KV_ACCESS_TOKEN": self.token}
         self.log_path = self.db_path.with_suffix(".log")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
