@@ -65,6 +65,19 @@ def add_parser(commands: Any) -> None:
         help="SQLite synchronous setting; anything below full may lose the last "
         "acknowledged writes on power loss (env DENO_KV_SQLITE_SYNCHRONOUS, default full)",
     )
+    p.add_argument(
+        "--metrics-addr",
+        default=env("DENO_KV_METRICS_ADDR"),
+        help="serve /metrics on this HOST:PORT instead of the main port "
+        "(env DENO_KV_METRICS_ADDR)",
+    )
+    p.add_argument(
+        "--ready-max-backup-lag",
+        type=parse_duration,
+        default=parse_duration(env("DENO_KV_READY_MAX_BACKUP_LAG", "5m")),
+        help="with backup on, /readyz fails while the oldest unshipped commit is older "
+        "than this (env DENO_KV_READY_MAX_BACKUP_LAG, default 5m)",
+    )
     backup = p.add_argument_group(
         "backup to S3", "Continuous backup is on when --s3-bucket is set (AWS credentials come "
         "from the standard AWS environment and config)."
@@ -128,7 +141,15 @@ def run(args: argparse.Namespace) -> int:
         readers=args.num_workers,
         redo_log=backup,
     )
-    server = KvServer(engine, ServerConfig(access_token=args.access_token))
+    config = ServerConfig(
+        access_token=args.access_token, metrics_on_main_port=args.metrics_addr is None
+    )
+    server = KvServer(engine, config)
+    if args.metrics_addr:
+        from prometheus_client import start_http_server
+
+        metrics_host, metrics_port = parse_addr(args.metrics_addr)
+        start_http_server(metrics_port, metrics_host, registry=server.metrics.registry)
     try:
         _run_loop(_serve_with_backup(server, args) if backup else serve(
             server, host, port, args.http_server
@@ -158,7 +179,8 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
             retention_s=args.s3_retention,
         ),
     )
-    server.shipper_stats = shipper.stats
+    server.metrics.state.shipper_stats = shipper.stats
+    server.readiness.checks.append(lambda: _backup_lag_problem(server, args.ready_max_backup_lag))
     stop = asyncio.Event()
     task = asyncio.create_task(shipper.run(stop))
     try:
@@ -168,6 +190,22 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
         await task
         shipper.close()
         await store.close()
+
+
+def _backup_lag_problem(server: KvServer, bound_s: float) -> str | None:
+    import sqlite3
+    import time
+
+    from denokv import redo_log
+
+    try:
+        with server.engine.reader() as conn:
+            _, _, oldest = redo_log.backlog(conn)
+    except sqlite3.Error as exc:
+        return f"cannot read the backup backlog: {exc}"
+    if oldest is not None and time.time() - oldest / 1000 > bound_s:
+        return f"backup is more than {bound_s:.0f} s behind"
+    return None
 
 
 def _run_loop(main: Any) -> None:

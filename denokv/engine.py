@@ -128,7 +128,7 @@ class Engine:
         """Read every range from one snapshot, on the calling thread."""
         if self._closed:
             raise EngineClosed()
-        with self._reader() as conn:
+        with self.reader() as conn:
             now = now_ms()
             if len(ranges) == 1:
                 return [_scan(conn, ranges[0], now)]
@@ -151,12 +151,13 @@ class Engine:
         return [rows[0] if rows else None for rows in results]
 
     def current_versionstamp(self) -> bytes:
-        with self._reader() as conn:
+        with self.reader() as conn:
             row = conn.execute("select version from data_version where k = 0").fetchone()
         return versionstamp(row[0])
 
     @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a read connection for a short query of one's own (metrics, checks)."""
         conn = self._readers.get()
         try:
             if self._shared_lock is not None:

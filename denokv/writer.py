@@ -10,6 +10,7 @@ only after the COMMIT that holds it returned.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import queue
 import random
@@ -28,6 +29,7 @@ from denokv.operations import versionstamp as make_versionstamp
 log = logging.getLogger("denokv.writer")
 
 MAX_GROUP = 512  # writes per COMMIT; bounds the latency one group adds to the next
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SWEEP_INTERVAL_MS = 60_000
 
 CommitListener = Callable[[sqlite3.Connection, int, Effects], None]
@@ -78,6 +80,10 @@ class Writer:
         self.on_enqueued: Callable[[], None] | None = None
         self.stats_commits = 0
         self.stats_writes = 0
+        self.stats_sweeps = 0
+        self.stats_expired = 0
+        # Group sizes per bucket (upper bounds GROUP_BUCKETS), for the metrics endpoint.
+        self.stats_group_sizes = [0] * (len(GROUP_BUCKETS) + 1)
         self._thread = threading.Thread(target=self._run, name="denokv-writer", daemon=True)
 
     def start(self) -> None:
@@ -206,6 +212,7 @@ class Writer:
                 enqueued = 0
         self.stats_commits += 1
         self.stats_writes += len(group)
+        self.stats_group_sizes[bisect.bisect_left(GROUP_BUCKETS, len(group))] += 1
         _resolve(group, results)
         if touched:
             self._on_touched(touched)
@@ -283,6 +290,8 @@ class Writer:
                 _rollback(conn)
                 deleted = []
                 row = (None,)
+        self.stats_sweeps += 1
+        self.stats_expired += len(deleted)
         next_due = now + SWEEP_INTERVAL_MS
         if row[0] is not None:
             next_due = min(next_due, row[0])

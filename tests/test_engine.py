@@ -128,7 +128,7 @@ async def test_sum_clears_an_expiry(engine: Engine) -> None:
                                         ValueEncoding.LE64, far),))
     )
     await engine.atomic_write(u64(b"n", MutationKind.SUM, 1))
-    with engine._reader() as conn:
+    with engine.reader() as conn:
         assert conn.execute("select expiration_ms from kv where k = ?", (b"n",)).fetchone() == (-1,)
 
 
@@ -158,7 +158,7 @@ async def test_expired_keys_vanish_at_once_and_the_sweeper_deletes_them_promptly
         # Upstream would sweep only on its 60 s timer; ours re-arms for the nearer expiry.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            with eng._reader() as conn:
+            with eng.reader() as conn:
                 if conn.execute("select count(*) from kv where k = ?", (b"e",)).fetchone()[0] == 0:
                     break
             await asyncio.sleep(0.05)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -31,6 +32,7 @@ from denokv.server import convert
 from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
 from denokv.server.metadata import Endpoint, negotiate, response_body
+from denokv.server.ops import Metrics, Readiness, healthz, metrics_handler, readyz_handler
 from denokv.watch import Subscription
 
 log = logging.getLogger("denokv.server")
@@ -50,6 +52,7 @@ class ServerConfig:
         default_factory=lambda: [Endpoint("/v2", "strong")]
     )
     watch_keepalive_s: float = WATCH_KEEPALIVE_S
+    metrics_on_main_port: bool = True
 
 
 class KvServer:
@@ -60,14 +63,23 @@ class KvServer:
         self.config = config
         self.auth = Authenticator(config.access_token)
         self.closing = False
-        self.shipper_stats: object | None = None  # set when a backup shipper runs beside us
+        self.metrics = Metrics(engine)
+        self.readiness = Readiness()
+        routes = [
+            Route("/", self._guard("metadata", self.metadata), methods=["POST"]),
+            Route("/v2/snapshot_read", self._guard("snapshot_read", self.snapshot_read),
+                  methods=["POST"]),
+            Route("/v2/atomic_write", self._guard("atomic_write", self.atomic_write),
+                  methods=["POST"]),
+            Route("/v2/watch", self._guard("watch", self.watch), methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz_handler(engine, self.readiness, lambda: self.closing),
+                  methods=["GET"]),
+        ]  # fmt: skip
+        if config.metrics_on_main_port:
+            routes.append(Route("/metrics", metrics_handler(self.metrics), methods=["GET"]))
         self.app = Starlette(
-            routes=[
-                Route("/", self._guard(self.metadata), methods=["POST"]),
-                Route("/v2/snapshot_read", self._guard(self.snapshot_read), methods=["POST"]),
-                Route("/v2/atomic_write", self._guard(self.atomic_write), methods=["POST"]),
-                Route("/v2/watch", self._guard(self.watch), methods=["POST"]),
-            ],
+            routes=routes,
             exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _internal},
         )
 
@@ -157,17 +169,23 @@ class KvServer:
             ) from None
         return msg
 
-    def _guard(self, handler: Handler) -> Handler:
+    def _guard(self, name: str, handler: Handler) -> Handler:
+        """Turn errors into their plain-text answers and count every request."""
+        observe = self.metrics.observe
+
         async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
             try:
-                return await handler(request)
+                response = await handler(request)
             except HttpError as exc:
-                return PlainTextResponse(exc.text, exc.status)
+                response = PlainTextResponse(exc.text, exc.status)
             except EngineClosed:
-                return PlainTextResponse(L.UNAVAILABLE, 503)
+                response = PlainTextResponse(L.UNAVAILABLE, 503)
             except sqlite3.Error as exc:
                 log.error("database error on %s: %s", request.url.path, exc)
-                return PlainTextResponse(L.INTERNAL_ERROR, 500)
+                response = PlainTextResponse(L.INTERNAL_ERROR, 500)
+            observe(name, response.status_code, time.perf_counter() - started)
+            return response
 
         return endpoint
 
