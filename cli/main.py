@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("DENO_KV_LOG", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP call to S3 or the primary is noise at INFO.
+    for chatty in ("httpx", "aiobotocore", "botocore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

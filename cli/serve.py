@@ -78,6 +78,22 @@ def add_parser(commands: Any) -> None:
         help="with backup on, /readyz fails while the oldest unshipped commit is older "
         "than this (env DENO_KV_READY_MAX_BACKUP_LAG, default 5m)",
     )
+    replica = p.add_argument_group(
+        "read replica", "With --sync-from-s3 the server follows the backup at --s3-bucket/"
+        "--s3-prefix and serves it read-only."
+    )
+    replica.add_argument("--sync-from-s3", action="store_true",
+                         help="run as a read replica of the backup in S3")
+    replica.add_argument("--primary-url", default=env("DENO_KV_PRIMARY_URL"),
+                         help="forward writes and strong reads to this primary "
+                         "(env DENO_KV_PRIMARY_URL); without it writes are refused")
+    replica.add_argument("--primary-access-token", default=env("DENO_KV_PRIMARY_ACCESS_TOKEN"),
+                         help="token for the primary (env DENO_KV_PRIMARY_ACCESS_TOKEN; "
+                         "default: --access-token)")
+    replica.add_argument("--s3-poll-interval", type=parse_duration,
+                         default=parse_duration(env("DENO_KV_S3_POLL_INTERVAL", "1s")),
+                         help="how often to look for new log segments (env "
+                         "DENO_KV_S3_POLL_INTERVAL, default 1s)")  # fmt: skip
     backup = p.add_argument_group(
         "backup to S3", "Continuous backup is on when --s3-bucket is set (AWS credentials come "
         "from the standard AWS environment and config)."
@@ -123,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(limits.TOKEN_TOO_SHORT)
     if args.num_workers < 1:
         raise CliError("num_workers must be at least 1")
+    if args.sync_from_s3:
+        if args.read_only:
+            raise CliError("--sync-from-s3 conflicts with --read-only (a replica is read-only)")
+        from cli.replica import run_replica
+
+        return run_replica(args)
     backup = bool(args.s3_bucket)
     try:
         host, port = parse_addr(args.addr)

@@ -59,6 +59,7 @@ class Engine:
         batch_timeout_ms: float | None = None,
         readers: int = 1,
         redo_log: bool = False,
+        sweep_expired: bool = True,
     ) -> None:
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
@@ -78,7 +79,7 @@ class Engine:
             migrate(conn)
             self._shared_lock = threading.Lock()
             self._readers.put(conn)
-            self._start_writer(conn, batch_timeout_ms, redo_log)
+            self._start_writer(conn, batch_timeout_ms, redo_log, sweep_expired)
             return
 
         if read_only:
@@ -97,7 +98,7 @@ class Engine:
                 reader = self._connect(self.path)
                 reader.execute("pragma query_only = 1")
                 self._readers.put(reader)
-            self._start_writer(conn, batch_timeout_ms, redo_log)
+            self._start_writer(conn, batch_timeout_ms, redo_log, sweep_expired)
         if readers > 1:
             self._executor = ThreadPoolExecutor(readers, thread_name_prefix="denokv-read")
 
@@ -109,13 +110,18 @@ class Engine:
         return conn
 
     def _start_writer(
-        self, conn: sqlite3.Connection, batch_timeout_ms: float | None, capture: bool
+        self,
+        conn: sqlite3.Connection,
+        batch_timeout_ms: float | None,
+        capture: bool,
+        sweep: bool,
     ) -> None:
         self.writer = Writer(
             conn,
             on_touched=self.watches.notify,
             batch_timeout_ms=batch_timeout_ms,
             conn_lock=self._shared_lock,
+            sweep=sweep,
         )
         if capture:
             redo_log.create_tables(conn)

@@ -31,6 +31,8 @@ log = logging.getLogger("denokv.writer")
 MAX_GROUP = 512  # writes per COMMIT; bounds the latency one group adds to the next
 GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SWEEP_INTERVAL_MS = 60_000
+NEVER = 2**62
+MAX_IDLE_S = 3600.0
 
 CommitListener = Callable[[sqlite3.Connection, int, Effects], None]
 """Called inside the open transaction for each successful write (version, effects)."""
@@ -67,6 +69,7 @@ class Writer:
         batch_timeout_ms: float | None = None,
         conn_lock: threading.Lock | None = None,
         rng: random.Random | None = None,
+        sweep: bool = True,
     ) -> None:
         self._conn = conn
         self._on_touched = on_touched
@@ -75,7 +78,8 @@ class Writer:
         self._rng = rng or random.SystemRandom()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
-        self._next_sweep_ms = 0
+        self._sweep_enabled = sweep
+        self._next_sweep_ms = 0 if sweep else NEVER
         self.commit_listeners: list[CommitListener] = []
         self.on_enqueued: Callable[[], None] | None = None
         self.stats_commits = 0
@@ -124,13 +128,15 @@ class Writer:
     # -- the loop ---------------------------------------------------------------
 
     def _run(self) -> None:
-        self._sweep()
+        if self._sweep_enabled:
+            self._sweep()
         while True:
-            wait = max(0.0, (self._next_sweep_ms - now_ms()) / 1000)
+            wait = min(MAX_IDLE_S, max(0.0, (self._next_sweep_ms - now_ms()) / 1000))
             try:
                 item = self._inbox.get(timeout=wait)
             except queue.Empty:
-                self._sweep()
+                if now_ms() >= self._next_sweep_ms:
+                    self._sweep()
                 continue
             if item is _STOP:
                 self._drain_after_stop()
@@ -219,7 +225,7 @@ class Writer:
         if enqueued and self.on_enqueued is not None:
             self.on_enqueued()
         # Re-arm the sweeper for a nearer expiry (upstream waits for the old timer).
-        if earliest is not None and earliest < self._next_sweep_ms:
+        if self._sweep_enabled and earliest is not None and earliest < self._next_sweep_ms:
             self._next_sweep_ms = earliest
 
     def _one_write(

@@ -117,19 +117,22 @@ class Shipper:
 
     # -- shipping ------------------------------------------------------------------
 
-    async def ship_pending(self) -> int:
+    async def ship_pending(self, through: bytes | None = None) -> int:
+        """Upload every complete commit not yet shipped (up to `through`, if given)."""
         shipped = 0
         while True:
-            entries = await asyncio.to_thread(self._read_complete_commits)
+            entries = await asyncio.to_thread(self._read_complete_commits, through)
             if not entries:
                 return shipped
             await self._upload_segment(entries)
             shipped += len(entries)
 
-    def _read_complete_commits(self) -> list[RedoEntry]:
+    def _read_complete_commits(self, through: bytes | None) -> list[RedoEntry]:
         limit = self.options.max_segment_entries
         while True:
             entries = redo_log.read_after(self._reader, self.stats.shipped_through, limit)
+            if through is not None:
+                entries = [e for e in entries if e.versionstamp12 <= through]
             cut = len(entries)
             while cut and not entries[cut - 1].is_boundary:
                 cut -= 1
@@ -209,11 +212,13 @@ class Shipper:
         self._generation_started_ms = int(state.get("generation_started_ms", "0"))
 
     async def start_generation(self) -> str:
-        if self.stats.generation is not None:
-            with contextlib.suppress(Exception):
-                await self.ship_pending()  # finish the old generation's history first
         now_ms = int(time.time() * 1000)
         stamp, chunks = await read_snapshot(self.engine.path, self.options.compression, now_ms)
+        if self.stats.generation is not None:
+            # Close the old generation at exactly the new snapshot's point, so a
+            # replica following it can step over to the new one without a gap.
+            with contextlib.suppress(Exception):
+                await self.ship_pending(through=stamp + BOUNDARY)
         generation = layout.new_generation(now_ms)
         monoseq = int.from_bytes(stamp[:8], "big")
         count = 0
@@ -227,7 +232,8 @@ class Shipper:
             layout.differential_key(self.prefix, generation), stamp.hex().encode(), if_absent=True
         )
         self._generation_started_ms = now_ms
-        await self._record(shipped_through=stamp + BOUNDARY, generation=generation)
+        through = max(stamp + BOUNDARY, self.stats.shipped_through)
+        await self._record(shipped_through=through, generation=generation)
         self.stats.generations += 1
         log.info("started backup generation %s at %s (%d keys)", generation, stamp.hex(), count)
         return generation

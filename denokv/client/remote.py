@@ -157,7 +157,9 @@ class RemoteBackend:
                 ) from outcome
             await asyncio.sleep(delay)
 
-    async def _call(self, method: str, body: bytes, consistency: Consistency) -> bytes:
+    async def call(self, method: str, body: bytes, consistency: Consistency) -> bytes:
+        """One data-path call with retries: the reply body of a 200, else an error."""
+
         async def once() -> bytes | Exception:
             meta = await self.metadata()
             url = f"{meta.endpoint(consistency)}/{method}"
@@ -180,7 +182,7 @@ class RemoteBackend:
             ]
         )
         out = pb.SnapshotReadOutput.FromString(
-            await self._call("snapshot_read", msg.SerializeToString(), consistency)
+            await self.call("snapshot_read", msg.SerializeToString(), consistency)
         )
         _check_read(out, consistency)
         return [
@@ -214,7 +216,7 @@ class RemoteBackend:
             ],
         )
         out = pb.AtomicWriteOutput.FromString(
-            await self._call("atomic_write", msg.SerializeToString(), "strong")
+            await self.call("atomic_write", msg.SerializeToString(), "strong")
         )
         if out.status == pb.AW_SUCCESS:
             return WriteResult(WriteStatus.SUCCESS, out.versionstamp)
@@ -289,6 +291,3 @@ async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[pb.WatchOutput]
             payload, buf = buf[4 : 4 + n], buf[4 + n :]
             if n:
                 yield pb.WatchOutput.FromString(payload)
-
-
-

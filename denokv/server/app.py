@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from starlette.applications import Starlette
@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from denokv import limits as L
 from denokv.engine import Engine
-from denokv.operations import EngineClosed, WriteError
+from denokv.operations import EngineClosed, WriteError, WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.auth import Authenticator
@@ -53,6 +53,19 @@ class ServerConfig:
     )
     watch_keepalive_s: float = WATCH_KEEPALIVE_S
     metrics_on_main_port: bool = True
+    # A replica serves reads from its own copy and cannot take writes itself.
+    accept_writes: bool = True
+    reads_strongly_consistent: bool = True
+    # Where writes and strong reads go instead, when set (a replica with a primary).
+    forwarder: Forwarder | None = None
+    # Why data requests must wait (e.g. a replica still bootstrapping), or None.
+    not_ready: Callable[[], str | None] | None = None
+
+
+class Forwarder(Protocol):
+    async def forward(self, method: str, body: bytes) -> Response:
+        """Send a data-path call to the primary; answer with its reply, unchanged."""
+        ...
 
 
 class KvServer:
@@ -76,6 +89,15 @@ class KvServer:
             Route("/readyz", readyz_handler(engine, self.readiness, lambda: self.closing),
                   methods=["GET"]),
         ]  # fmt: skip
+        if config.forwarder is not None:
+            routes += [
+                Route("/strong/v2/snapshot_read",
+                      self._guard("strong_snapshot_read", self.forward_snapshot_read),
+                      methods=["POST"]),
+                Route("/strong/v2/atomic_write", self._guard("atomic_write", self.atomic_write),
+                      methods=["POST"]),
+                Route("/strong/v2/watch", self._guard("watch", self.watch), methods=["POST"]),
+            ]  # fmt: skip
         if config.metrics_on_main_port:
             routes.append(Route("/metrics", metrics_handler(self.metrics), methods=["GET"]))
         self.app = Starlette(
@@ -104,11 +126,23 @@ class KvServer:
         msg = await self._data_request(request, pb.SnapshotRead())
         ranges = convert.read_ranges(msg)
         results = await self.engine.snapshot_read(ranges)
-        return Response(convert.read_output(results), media_type=PROTOBUF)
+        strong = self.config.reads_strongly_consistent
+        return Response(convert.read_output(results, strong), media_type=PROTOBUF)
+
+    async def forward_snapshot_read(self, request: Request) -> Response:
+        msg = await self._data_request(request, pb.SnapshotRead())
+        convert.read_ranges(msg)  # refuse bad input here, with the same texts
+        assert self.config.forwarder is not None
+        return await self.config.forwarder.forward("snapshot_read", msg.SerializeToString())
 
     async def atomic_write(self, request: Request) -> Response:
         msg = await self._data_request(request, pb.AtomicWrite())
         write = convert.atomic_write(msg)
+        if self.config.forwarder is not None:
+            return await self.config.forwarder.forward("atomic_write", msg.SerializeToString())
+        if not self.config.accept_writes:
+            result = WriteResult(WriteStatus.WRITE_DISABLED)
+            return Response(convert.write_output(result), media_type=PROTOBUF)
         try:
             result = await self.engine.atomic_write(write)
         except WriteError as exc:
@@ -160,6 +194,10 @@ class KvServer:
         if self.closing:
             raise HttpError(503, L.UNAVAILABLE)
         self.auth.check_data_path(request.headers)
+        if self.config.not_ready is not None:
+            reason = self.config.not_ready()
+            if reason:
+                raise HttpError(503, reason)
         body = await read_body(request)
         try:
             msg.ParseFromString(body)
