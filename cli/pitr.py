@@ -32,6 +32,29 @@ def add_parser(commands: Any) -> None:
     )
     restore.set_defaults(run=run_restore)
 
+    sync = sub.add_parser(
+        "sync",
+        help="fetch new backup data into a replica file without moving what it serves",
+        description="Bootstrap the replica file at --sqlite-path if needed, then fetch every "
+        "new log segment into its redo log. The served state does not move: use checkout.",
+    )
+    add_s3_location(sync)
+    sync.set_defaults(run=run_sync)
+    listing = sub.add_parser("list", help="list the recovery points of a replica file")
+    listing.add_argument("--start", help="only points at or after this RFC 3339 time")
+    listing.add_argument("--end", help="only points before this RFC 3339 time")
+    listing.set_defaults(run=run_list)
+    info = sub.add_parser("info", help="show the versionstamp a replica file serves")
+    info.set_defaults(run=run_info)
+    checkout = sub.add_parser(
+        "checkout",
+        help="move a replica file to a recovery point",
+        description="Move the served state of the replica file to the commit boundary at "
+        "VERSIONSTAMP (rounding down when going back, up when going forward).",
+    )
+    checkout.add_argument("versionstamp", metavar="VERSIONSTAMP", help="20 hex characters")
+    checkout.set_defaults(run=run_checkout)
+
 
 def parse_point(text: str | None):  # type: ignore[no-untyped-def]
     from timemachine.restore import Point
@@ -83,4 +106,109 @@ def run_restore(args: argparse.Namespace) -> int:
         f"Restored {output} at versionstamp {result.versionstamp.hex()} ({when}) from "
         f"generation {result.generation}: {result.keys} keys, {result.log_entries} log entries"
     )
+    return 0
+
+
+def _replica_conn(path: str):  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from denokv.schema import migrate
+    from replica import timetravel
+
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("pragma journal_mode = wal")
+    migrate(conn)
+    timetravel.create_tables(conn)
+    return conn
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    from cli.main import CliError
+    from denokv.engine import Engine
+    from replica.follower import Follower
+    from timemachine.s3 import S3Store
+
+    try:
+        options = s3_options(args)
+        options.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    engine = Engine(args.sqlite_path, sweep_expired=False)
+
+    async def main() -> None:
+        store = S3Store(options)
+        try:
+            follower = Follower(engine, store, options.prefix)
+            await follower.sync(apply=False)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(main())
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        engine.close()
+    conn = _replica_conn(args.sqlite_path)
+    (pending,) = conn.execute("select count(*) from denokv_tt_redo").fetchone()
+    print(f"Synced; {pending} fetched entries wait in the redo log")
+    return 0
+
+
+def _parse_time(text: str | None, what: str) -> int | None:
+    from cli.main import CliError
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            raise ValueError
+    except ValueError:
+        raise CliError(f'invalid {what} time "{text}"') from None
+    return int(moment.timestamp() * 1000)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from replica import timetravel
+    from timemachine.restore import format_time
+
+    start = _parse_time(args.start, "start") or 0
+    end = _parse_time(args.end, "end")
+    conn = _replica_conn(args.sqlite_path)
+    for stamp, when in timetravel.recovery_points(conn, start, end):
+        print(f"{stamp.hex()}\t{format_time(when)}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from replica import timetravel
+
+    conn = _replica_conn(args.sqlite_path)
+    print(f"Current versionstamp: {timetravel.current12(conn)[:10].hex()}")
+    return 0
+
+
+def run_checkout(args: argparse.Namespace) -> int:
+    from cli.main import CliError
+    from replica import timetravel
+
+    text = args.versionstamp
+    try:
+        target = bytes.fromhex(text)
+    except ValueError:
+        target = b""
+    if len(target) != 10:
+        raise CliError(f"invalid versionstamp {text}")
+    conn = _replica_conn(args.sqlite_path)
+    if timetravel.get_state(conn).get("bootstrapped") != "1":
+        raise CliError("initial snapshot not completed")
+    conn.execute("begin immediate")
+    try:
+        moved = timetravel.checkout(conn, target + timetravel.BOUNDARY)
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    print(f"Snapshot is now at versionstamp {moved.current12[:10].hex()}")
     return 0
