@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_DEPS := tests/node/node_modules/.installed
+# checkov pins packaging and boto3 versions that clash with ours: it gets a venv of its own.
+CHECKOV := .cache/checkov/bin/checkov
 DATA ?= ./data/denokv.sqlite
 ADDR ?= 0.0.0.0:4512
 
@@ -16,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+$(CHECKOV):
+	$(PYTHON) -m venv .cache/checkov
+	.cache/checkov/bin/pip install -q 'checkov==3.3.30'
 
 $(NODE_DEPS): tests/node/package.json
 	cd tests/node && npm install --no-audit --no-fund --loglevel=error
@@ -30,7 +36,7 @@ serve: install
 	echo "Deno:  DENO_KV_ACCESS_TOKEN=$$DENO_KV_ACCESS_TOKEN deno run --unstable-kv app.ts   # Deno.openKv(\"http://localhost:$(lastword $(subst :, ,$(ADDR)))\")"; \
 	exec $(VENV)/bin/denokv --sqlite-path $(DATA) serve --addr $(ADDR)
 
-test: install $(NODE_DEPS)
+test: install $(NODE_DEPS) $(CHECKOV)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

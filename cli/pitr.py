@@ -28,7 +28,8 @@ def add_parser(commands: Any) -> None:
     restore.add_argument(
         "--if-not-exists",
         action="store_true",
-        help="do nothing when the file already exists (an init step for a new primary)",
+        help="do nothing when the file already exists, and start empty when the bucket "
+        "holds no backup yet (an init step for a new primary)",
     )
     restore.set_defaults(run=run_restore)
 
@@ -76,7 +77,13 @@ def parse_point(text: str | None):  # type: ignore[no-untyped-def]
 
 def run_restore(args: argparse.Namespace) -> int:
     from cli.main import CliError
-    from timemachine.restore import RestoreError, format_time, restore, terminal_progress
+    from timemachine.restore import (
+        NoBackup,
+        RestoreError,
+        format_time,
+        restore,
+        terminal_progress,
+    )
     from timemachine.s3 import S3Store
 
     output = Path(args.sqlite_path)
@@ -99,6 +106,11 @@ def run_restore(args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(main())
+    except NoBackup as exc:
+        if args.if_not_exists:
+            print(f"{exc}; nothing to restore, the server will start empty")
+            return 0
+        raise CliError(f"restore failed: {exc}") from None
     except RestoreError as exc:
         raise CliError(f"restore failed: {exc}") from None
     when = format_time(result.commit_time_ms) if result.commit_time_ms else "snapshot time"

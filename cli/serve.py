@@ -33,6 +33,11 @@ def add_parser(commands: Any) -> None:
         "(env DENO_KV_ACCESS_TOKEN)",
     )
     p.add_argument(
+        "--access-token-file",
+        default=env("DENO_KV_ACCESS_TOKEN_FILE"),
+        help="read the access token from this file instead (env DENO_KV_ACCESS_TOKEN_FILE)",
+    )
+    p.add_argument(
         "--addr", default="0.0.0.0:4512", help="HOST:PORT to listen on (default 0.0.0.0:4512)"
     )
     p.add_argument(
@@ -133,8 +138,16 @@ def parse_addr(addr: str) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     from cli.main import CliError
 
+    if args.access_token_file:
+        try:
+            with open(args.access_token_file, encoding="utf-8") as f:
+                args.access_token = f.read().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read --access-token-file: {exc}") from None
     if not args.access_token:
-        raise CliError("--access-token is required (or set DENO_KV_ACCESS_TOKEN)")
+        raise CliError(
+            "--access-token is required (or --access-token-file, or DENO_KV_ACCESS_TOKEN)"
+        )
     if len(args.access_token.encode()) < limits.MIN_ACCESS_TOKEN_LENGTH:
         raise CliError(limits.TOKEN_TOO_SHORT)
     if args.num_workers < 1:

@@ -276,6 +276,9 @@ def test_restore_errors_are_clear(tmp_path: Path, s3_bucket: tuple[str, str]) ->
     assert empty.returncode == 1
     assert "no backup found" in empty.stderr
     assert not (tmp_path / "nothing.sqlite").exists()
+    init = restore(tmp_path, endpoint, bucket, None, "nothing.sqlite", "--if-not-exists")
+    assert init.returncode == 0, init.stderr  # a new primary's init step on an empty bucket
+    assert "the server will start empty" in init.stdout
 
     srv = primary(tmp_path, endpoint, bucket).start()
     try:

@@ -31,6 +31,10 @@ class RestoreError(Exception):
     pass
 
 
+class NoBackup(RestoreError):
+    """The bucket and prefix hold no complete generation at all."""
+
+
 @dataclass(frozen=True, slots=True)
 class Point:
     """Where to restore to: a versionstamp, a time, or (neither) the latest commit."""
@@ -84,7 +88,7 @@ async def list_generations(store: ObjectStore, prefix: str) -> list[Generation]:
 
 def choose_generation(generations: list[Generation], point: Point) -> Generation:
     if not generations:
-        raise RestoreError("no backup found: the bucket and prefix hold no complete generation")
+        raise NoBackup("no backup found: the bucket and prefix hold no complete generation")
     if point.versionstamp is not None:
         fits = [g for g in generations if g.differential <= point.versionstamp]
     elif point.time_ms is not None:
