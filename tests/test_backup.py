@@ -225,7 +225,7 @@ def test_shipping_survives_s3_faults_without_losing_or_reordering(
         stamp = f"{data_version(srv.db_path):016x}0000"
     finally:
         srv.stop()
-    counts = proxy.counts()
+    counts = proxy.counts
     assert counts.get("error_503", 0) > 0 and counts.get("drop", 0) > 0
     done = restore(tmp_path, direct, bucket, None, "after-faults.sqlite")
     assert done.returncode == 0, done.stderr
