@@ -29,6 +29,7 @@ from denokv.operations import versionstamp
 from denokv.redo_log import BOUNDARY, RedoEntry
 from timemachine import layout
 from timemachine.codec import encode_segment
+from timemachine.retention import doomed_generations
 from timemachine.snapshot import read_snapshot
 from timemachine.store import ObjectNotFound, ObjectStore
 
@@ -240,22 +241,12 @@ class Shipper:
 
     async def apply_retention(self) -> list[str]:
         folders = await self.store.list_folders(layout.generations_prefix(self.prefix))
-        names = sorted(f.rstrip("/") for f in folders)
-        window_start_ms = time.time() * 1000 - self.options.retention_s * 1000
-        doomed = []
-        for i, name in enumerate(names):
-            try:
-                started = layout.generation_time_ms(name)
-            except layout.LayoutError:
-                continue
-            newer = names[i + 1 :]
-            # A generation is needed while the next one starts inside the window:
-            # points between the window start and that next snapshot live here.
-            next_start = layout.generation_time_ms(newer[0]) if newer else None
-            if name == self.stats.generation or next_start is None:
-                continue
-            if next_start <= window_start_ms and started < window_start_ms:
-                doomed.append(name)
+        doomed = doomed_generations(
+            [f.rstrip("/") for f in folders],
+            time.time() * 1000,
+            self.options.retention_s,
+            self.stats.generation,
+        )
         for name in doomed:
             prefix = layout.generation_prefix(self.prefix, name)
             objects = await self.store.list(prefix)
