@@ -37,11 +37,11 @@ serve: install
 	exec $(VENV)/bin/denokv --sqlite-path $(DATA) serve --addr $(ADDR)
 
 test: install $(NODE_DEPS) $(CHECKOV)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	$(VENV)/bin/ruff format --check .
 
 # Regenerate the protobuf modules after editing denokv/proto/*.proto.

@@ -13,8 +13,6 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 
-from denokv.v8_sum import SumError, v8_sum
-
 from denokv.limits import DEFAULT_BACKOFF_SCHEDULE
 from denokv.operations import (
     NO_EXPIRY,
@@ -27,6 +25,7 @@ from denokv.operations import (
     WriteError,
     versionstamp,
 )
+from denokv.v8_sum import SumError, v8_sum
 
 _U64 = (1 << 64) - 1
 
