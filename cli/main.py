@@ -9,10 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from cli import pitr, serve
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed without a traceback, exit status 1."""
+from cli.errors import CliError
 
 
 def build_parser() -> argparse.ArgumentParser:

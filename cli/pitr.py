@@ -76,7 +76,7 @@ def parse_point(text: str | None):  # type: ignore[no-untyped-def]
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from cli.main import CliError
+    from cli.errors import CliError
     from timemachine.restore import (
         NoBackup,
         RestoreError,
@@ -135,7 +135,7 @@ def _replica_conn(path: str):  # type: ignore[no-untyped-def]
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    from cli.main import CliError
+    from cli.errors import CliError
     from denokv.engine import Engine
     from replica.follower import Follower
     from timemachine.s3 import S3Store
@@ -168,7 +168,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def _parse_time(text: str | None, what: str) -> int | None:
-    from cli.main import CliError
+    from cli.errors import CliError
 
     if text is None:
         return None
@@ -202,7 +202,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_checkout(args: argparse.Namespace) -> int:
-    from cli.main import CliError
+    from cli.errors import CliError
     from replica import timetravel
 
     text = args.versionstamp

@@ -7,9 +7,9 @@ import asyncio
 import logging
 import time
 
-from cli.main import CliError
+from cli.errors import CliError
 from cli.options import s3_options
-from cli.serve import _run_loop, parse_addr
+from cli.serve import _run_loop, parse_addr, start_metrics_server
 from denokv.engine import Engine
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.http import serve
@@ -71,11 +71,7 @@ async def _main(engine: Engine, args: argparse.Namespace, host: str, port: int) 
     server.metrics.state.replica_stats = stats
     stale_after = max(10.0, 5 * args.s3_poll_interval)
     server.readiness.checks.append(lambda: _replica_problem(stats, stale_after))
-    if args.metrics_addr:
-        from prometheus_client import start_http_server
-
-        metrics_host, metrics_port = parse_addr(args.metrics_addr)
-        start_http_server(metrics_port, metrics_host, registry=server.metrics.registry)
+    start_metrics_server(server, args.metrics_addr)
     stop = asyncio.Event()
     task = asyncio.create_task(follower.run(args.s3_poll_interval, stop))
     try:

@@ -136,7 +136,7 @@ def parse_addr(addr: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cli.main import CliError
+    from cli.errors import CliError
 
     if args.access_token_file:
         try:
@@ -180,11 +180,7 @@ def run(args: argparse.Namespace) -> int:
         access_token=args.access_token, metrics_on_main_port=args.metrics_addr is None
     )
     server = KvServer(engine, config)
-    if args.metrics_addr:
-        from prometheus_client import start_http_server
-
-        metrics_host, metrics_port = parse_addr(args.metrics_addr)
-        start_http_server(metrics_port, metrics_host, registry=server.metrics.registry)
+    start_metrics_server(server, args.metrics_addr)
     try:
         _run_loop(_serve_with_backup(server, args) if backup else serve(
             server, host, port, args.http_server
@@ -225,6 +221,16 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
         await task
         shipper.close()
         await store.close()
+
+
+def start_metrics_server(server: KvServer, addr: str | None) -> None:
+    """Serve /metrics on a port of its own when --metrics-addr is given."""
+    if not addr:
+        return
+    from prometheus_client import start_http_server
+
+    host, port = parse_addr(addr)
+    start_http_server(port, host, registry=server.metrics.registry)
 
 
 def _backup_lag_problem(server: KvServer, bound_s: float) -> str | None:

@@ -27,6 +27,7 @@ from replica import timetravel as tt
 from timemachine import layout
 from timemachine.codec import LogEntry, decode_segment, decode_snapshot
 from timemachine.restore import Generation, list_generations
+from timemachine.snapshot import insert_entries
 from timemachine.store import ObjectStore
 
 log = logging.getLogger("denokv.replica")
@@ -175,20 +176,7 @@ class Follower:
 
             def store_range(conn: sqlite3.Connection) -> None:
                 with _transaction(conn):
-                    conn.executemany(
-                        "insert or replace into kv (k, v, v_encoding, version, expiration_ms) "
-                        "values (?, ?, ?, ?, ?)",
-                        [
-                            (
-                                e.key,
-                                e.value,
-                                e.encoding,
-                                int.from_bytes(e.versionstamp[:8], "big"),
-                                e.expire_at_ms,
-                            )
-                            for e in rows
-                        ],
-                    )
+                    insert_entries(conn, rows)
                     conn.execute(
                         "insert or replace into denokv_replica_snapshot_ranges values (?, 1)",
                         (key,),
@@ -264,20 +252,7 @@ class Follower:
             with _transaction(conn):
                 for table in ("kv", "denokv_tt_redo", "denokv_tt_undo"):
                     conn.execute(f"delete from {table}")
-                conn.executemany(
-                    "insert into kv (k, v, v_encoding, version, expiration_ms) "
-                    "values (?, ?, ?, ?, ?)",
-                    [
-                        (
-                            e.key,
-                            e.value,
-                            e.encoding,
-                            int.from_bytes(e.versionstamp[:8], "big"),
-                            e.expire_at_ms,
-                        )
-                        for e in rows
-                    ],
-                )
+                insert_entries(conn, rows)
                 conn.execute(
                     "update data_version set version = ? where k = 0",
                     (int.from_bytes(gen.differential[:8], "big"),),

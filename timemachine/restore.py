@@ -21,6 +21,7 @@ from denokv.redo_log import BOUNDARY
 from denokv.schema import migrate
 from timemachine import layout
 from timemachine.codec import LogEntry, decode_segment, decode_snapshot
+from timemachine.snapshot import insert_entries
 from timemachine.store import ObjectNotFound, ObjectStore
 
 DOWNLOAD_CONCURRENCY = 16
@@ -164,15 +165,7 @@ async def _load_snapshot(
     downloaded = _in_order(await _download(store, [o.key for o in objects]))
     for done, (body, name) in enumerate(downloaded, 1):
         rows = decode_snapshot(body, name)
-        conn.executemany(
-            "insert or replace into kv (k, v, v_encoding, version, seq, expiration_ms) "
-            "values (?, ?, ?, ?, ?, ?)",
-            [
-                (e.key, e.value, e.encoding, int.from_bytes(e.versionstamp[:8], "big"),
-                 int.from_bytes(e.versionstamp[8:], "big"), e.expire_at_ms)
-                for e in rows
-            ],
-        )  # fmt: skip
+        insert_entries(conn, rows)
         total += len(rows)
         if progress:
             progress("snapshot", done, len(objects))

@@ -99,3 +99,22 @@ async def read_snapshot(
                 await asyncio.sleep(0.01)
 
     return stamp, iterate()
+
+
+def insert_entries(conn: sqlite3.Connection, entries: list[SnapshotEntry]) -> None:
+    """Write snapshot entries into a Deno-layout `kv` table (replacing any same key)."""
+    conn.executemany(
+        "insert or replace into kv (k, v, v_encoding, version, seq, expiration_ms) "
+        "values (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                e.key,
+                e.value,
+                e.encoding,
+                int.from_bytes(e.versionstamp[:8], "big"),
+                int.from_bytes(e.versionstamp[8:], "big"),
+                e.expire_at_ms,
+            )
+            for e in entries
+        ],
+    )

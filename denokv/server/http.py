@@ -74,6 +74,9 @@ async def _serve_hypercorn(server: KvServer, host: str, port: int, stop: asyncio
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
+    # Hypercorn closes a connection after 1000 requests by default, failing the
+    # requests in flight on it; KV Connect clients keep one connection for life.
+    config.keep_alive_max_requests = 2**62
 
     async def trigger() -> None:
         await stop.wait()
