@@ -183,6 +183,14 @@ def machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+def background_load(seconds: float = 1.0) -> float:
+    """Whole-machine CPU use (percent of one CPU) while this benchmark is still idle."""
+    b0, t0 = machine_busy()
+    time.sleep(seconds)
+    b1, t1 = machine_busy()
+    return 100 * (os.cpu_count() or 1) * (b1 - b0) / (t1 - t0) if t1 > t0 else math.nan
+
+
 class CpuWindow:
     """Server process CPU and whole-machine CPU between `start()` and `stop()`."""
 
@@ -605,16 +613,21 @@ def main() -> int:
     if args.accounts < 2:
         p.error("--accounts must be at least 2")
 
+    # SIGTERM ends the run like Ctrl-C: the `finally` below stops every child.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    background = background_load()
     token = secrets.token_urlsafe(18)
     work = Path(tempfile.mkdtemp(prefix="denokv-bench-"))
     children = Children()
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    report["background_cpu_pct"] = background
     t0 = time.monotonic()
     try:
         total_r, total_w = args.readers * args.concurrency, args.writers * args.concurrency
         print(f"bank: {args.accounts} accounts, {args.readers} reader + {args.writers} writer "
               f"processes x {args.concurrency} loops, {args.seconds:g} s, "
-              f"server --http-server {args.http_server} {' '.join(args.server_arg)}",
+              f"server --http-server {args.http_server} {' '.join(args.server_arg)}; "
+              f"background CPU {background:.0f} %",
               flush=True)  # fmt: skip
         srv = run_server_side(children, work, token, args)
         report["server"] = srv
@@ -670,6 +683,10 @@ def main() -> int:
             )
     for line in problems:
         print("PROBLEM:", line)
+    if background > 20:
+        total = (os.cpu_count() or 1) * 100
+        print(f"WARNING: other processes used {background:.0f} % CPU (of {total} %) before "
+              "the run; the figures above are not reliable")  # fmt: skip
     print(f"total time {time.monotonic() - t0:.0f} s")
     return 1 if problems else 0
 
