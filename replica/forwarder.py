@@ -9,12 +9,11 @@ clients retry.
 
 from __future__ import annotations
 
-from starlette.responses import PlainTextResponse, Response
-
 from denokv.client.remote import RemoteBackend, RetryPolicy
 from denokv.errors import KvConnectError, KvMetadataError, KvUnavailableError
 
 PRIMARY_UNAVAILABLE = "The primary is unavailable, try again later."
+TEXT = b"text/plain; charset=utf-8"
 
 
 class PrimaryForwarder:
@@ -24,14 +23,14 @@ class PrimaryForwarder:
             primary_url, access_token, retry=RetryPolicy(deadline_s=deadline_s)
         )
 
-    async def forward(self, method: str, body: bytes) -> Response:
+    async def forward(self, method: str, body: bytes) -> tuple[int, bytes, bytes]:
         try:
             reply = await self._remote.call(method, body, "strong")
         except KvConnectError as exc:
-            return PlainTextResponse(exc.body, exc.status)
+            return exc.status, TEXT, exc.body.encode()
         except (KvUnavailableError, KvMetadataError):
-            return PlainTextResponse(PRIMARY_UNAVAILABLE, 503)
-        return Response(reply, media_type="application/x-protobuf")
+            return 503, TEXT, PRIMARY_UNAVAILABLE.encode()
+        return 200, b"application/x-protobuf", reply
 
     async def close(self) -> None:
         await self._remote.close()

@@ -15,24 +15,25 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from denokv import limits as L
 from denokv.engine import Engine
-from denokv.operations import EngineClosed, WriteError, WriteResult, WriteStatus
+from denokv.operations import EngineClosed
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
 from denokv.server.metadata import Endpoint, negotiate, response_body
 from denokv.server.ops import Metrics, Readiness, healthz, metrics_handler, readyz_handler
+from denokv.server.unary import UnaryCalls
 from denokv.watch import Subscription
 
 log = logging.getLogger("denokv.server")
@@ -48,9 +49,7 @@ M = TypeVar("M", bound=Message)
 @dataclass
 class ServerConfig:
     access_token: str
-    endpoints: list[Endpoint] = field(
-        default_factory=lambda: [Endpoint("/v2", "strong")]
-    )
+    endpoints: list[Endpoint] = field(default_factory=lambda: [Endpoint("/v2", "strong")])
     watch_keepalive_s: float = WATCH_KEEPALIVE_S
     metrics_on_main_port: bool = True
     # A replica serves reads from its own copy and cannot take writes itself.
@@ -63,8 +62,8 @@ class ServerConfig:
 
 
 class Forwarder(Protocol):
-    async def forward(self, method: str, body: bytes) -> Response:
-        """Send a data-path call to the primary; answer with its reply, unchanged."""
+    async def forward(self, method: str, body: bytes) -> tuple[int, bytes, bytes]:
+        """Send a data-path call to the primary; its (status, content type, body), unchanged."""
         ...
 
 
@@ -80,30 +79,32 @@ class KvServer:
         self.readiness = Readiness()
         routes = [
             Route("/", self._guard("metadata", self.metadata), methods=["POST"]),
-            Route("/v2/snapshot_read", self._guard("snapshot_read", self.snapshot_read),
-                  methods=["POST"]),
-            Route("/v2/atomic_write", self._guard("atomic_write", self.atomic_write),
-                  methods=["POST"]),
             Route("/v2/watch", self._guard("watch", self.watch), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz_handler(engine, self.readiness, lambda: self.closing),
                   methods=["GET"]),
         ]  # fmt: skip
         if config.forwarder is not None:
-            routes += [
-                Route("/strong/v2/snapshot_read",
-                      self._guard("strong_snapshot_read", self.forward_snapshot_read),
-                      methods=["POST"]),
-                Route("/strong/v2/atomic_write", self._guard("atomic_write", self.atomic_write),
-                      methods=["POST"]),
-                Route("/strong/v2/watch", self._guard("watch", self.watch), methods=["POST"]),
-            ]  # fmt: skip
+            routes.append(
+                Route("/strong/v2/watch", self._guard("watch", self.watch), methods=["POST"])
+            )
         if config.metrics_on_main_port:
             routes.append(Route("/metrics", metrics_handler(self.metrics), methods=["GET"]))
-        self.app = Starlette(
+        self._framework = Starlette(
             routes=routes,
             exception_handlers={404: _not_found, 405: _method_not_allowed, 500: _internal},
         )
+        self.unary = UnaryCalls(self)
+        self.log = log
+
+    async def app(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI application: unary data calls on the fast path, the rest on Starlette."""
+        if scope["type"] == "http":
+            route = self.unary.routes.get(scope["path"])
+            if route is not None:
+                await self.unary.handle(route[0], route[1], scope, receive, send)
+                return
+        await self._framework(scope, receive, send)
 
     def begin_shutdown(self) -> None:
         """Stop taking new requests and end watch streams; writes in flight still finish."""
@@ -117,37 +118,13 @@ class KvServer:
         version = negotiate(request.headers.get("content-type"), body)
         self.auth.check_bearer(request.headers.get("authorization"))
         document = response_body(
-            version, str(self.auth.database_id), self.config.endpoints, self.config.access_token,
+            version,
+            str(self.auth.database_id),
+            self.config.endpoints,
+            self.config.access_token,
             None,
         )
         return Response(document, media_type="application/json")
-
-    async def snapshot_read(self, request: Request) -> Response:
-        msg = await self._data_request(request, pb.SnapshotRead())
-        ranges = convert.read_ranges(msg)
-        results = await self.engine.snapshot_read(ranges)
-        strong = self.config.reads_strongly_consistent
-        return Response(convert.read_output(results, strong), media_type=PROTOBUF)
-
-    async def forward_snapshot_read(self, request: Request) -> Response:
-        msg = await self._data_request(request, pb.SnapshotRead())
-        convert.read_ranges(msg)  # refuse bad input here, with the same texts
-        assert self.config.forwarder is not None
-        return await self.config.forwarder.forward("snapshot_read", msg.SerializeToString())
-
-    async def atomic_write(self, request: Request) -> Response:
-        msg = await self._data_request(request, pb.AtomicWrite())
-        write = convert.atomic_write(msg)
-        if self.config.forwarder is not None:
-            return await self.config.forwarder.forward("atomic_write", msg.SerializeToString())
-        if not self.config.accept_writes:
-            result = WriteResult(WriteStatus.WRITE_DISABLED)
-            return Response(convert.write_output(result), media_type=PROTOBUF)
-        try:
-            result = await self.engine.atomic_write(write)
-        except WriteError as exc:
-            raise HttpError(400, str(exc)) from None
-        return Response(convert.write_output(result), media_type=PROTOBUF)
 
     async def watch(self, request: Request) -> Response:
         msg = await self._data_request(request, pb.Watch())
@@ -222,6 +199,8 @@ class KvServer:
             except sqlite3.Error as exc:
                 log.error("database error on %s: %s", request.url.path, exc)
                 response = PlainTextResponse(L.INTERNAL_ERROR, 500)
+            except ClientDisconnect:
+                response = PlainTextResponse("client disconnected", 400)
             observe(name, response.status_code, time.perf_counter() - started)
             return response
 
@@ -260,4 +239,3 @@ async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
 async def _internal(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return PlainTextResponse(L.INTERNAL_ERROR, 500)
-
