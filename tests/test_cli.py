@@ -1,0 +1,63 @@
+"""The `denokv` command line: refusals a user can act on, in plain words."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def denokv(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DENO_KV_")}
+    if token is not None:
+        env["DENO_KV_ACCESS_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "token", "message"),
+    [
+        (["serve"], "short", "Access token must be at minimum 12 chars long."),
+        (["serve"], None, "--access-token is required"),
+        (["serve", "--num-workers", "0"], "x" * 12, "num_workers must be at least 1"),
+        (["serve", "--addr", "4512"], "x" * 12, "invalid --addr '4512': expected HOST:PORT"),
+        (["serve", "--s3-bucket", "b", "--s3-prefix", "no-slash"], "x" * 12,
+         "--s3-prefix must end with a slash"),
+        (["serve", "--sync-from-s3", "--read-only"], "x" * 12, "conflicts with --read-only"),
+        (["serve", "--sync-from-s3"], "x" * 12, "--s3-bucket not set"),
+        (["serve", "--read-only", "--s3-bucket", "b"], "x" * 12,
+         "--read-only cannot ship backups"),
+        (["pitr", "restore", "--s3-prefix", "p/"], None, "--s3-bucket not set"),
+        (["pitr", "restore", "--s3-bucket", "b", "--at", "tomorrow"], None, "invalid --at"),
+    ],
+)  # fmt: skip
+def test_refusals(tmp_path: Path, args: list[str], token: str | None, message: str) -> None:
+    db = tmp_path / "kv.sqlite"
+    done = denokv("--sqlite-path", str(db), *args, token=token)
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not db.exists(), "a refused command must not create the database"
+
+
+def test_help_describes_every_command() -> None:
+    top = denokv("--help")
+    assert top.returncode == 0 and "serve" in top.stdout and "pitr" in top.stdout
+    serve = denokv("--sqlite-path", "x", "serve", "--help")
+    for flag in ("--access-token", "--addr", "--read-only", "--sync-from-s3", "--s3-bucket",
+                 "--metrics-addr", "--http-server", "--atomic-write-batch-timeout-ms"):  # fmt: skip
+        assert flag in serve.stdout
+    assert "DENO_KV_ACCESS_TOKEN" in serve.stdout
+
+
+def test_the_token_never_appears_in_logs(server_factory: type) -> None:
+    srv = server_factory().start()
+    srv.stop()
+    assert "Listening on http://127.0.0.1:" in srv.logs()
+    assert srv.token not in srv.logs()
