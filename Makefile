@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 NODE_DEPS := tests/node/node_modules/.installed
 # checkov pins packaging and boto3 versions that clash with ours: it gets a venv of its own.
 CHECKOV := .cache/checkov/bin/checkov
@@ -16,6 +17,11 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# The test tools (Deno CLI, moto, Helm SDK, ...) only for `make test`.
+$(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -36,11 +42,11 @@ serve: install
 	echo "Deno:  DENO_KV_ACCESS_TOKEN=$$DENO_KV_ACCESS_TOKEN deno run --unstable-kv app.ts   # Deno.openKv(\"http://localhost:$(lastword $(subst :, ,$(ADDR)))\")"; \
 	exec $(VENV)/bin/denokv --sqlite-path $(DATA) serve --addr $(ADDR)
 
-test: install $(NODE_DEPS) $(CHECKOV)
+test: $(TEST_STAMP) $(NODE_DEPS) $(CHECKOV)
 	$(VENV)/bin/ruff check --no-cache .
 	$(PY) -m pytest -q
 
-lint: install
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check --no-cache .
 	$(VENV)/bin/ruff format --check .
 

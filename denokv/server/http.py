@@ -42,8 +42,6 @@ async def _serve_granian(server: KvServer, host: str, port: int, stop: asyncio.E
     from granian.http import HTTP2Settings
     from granian.server.embed import Server
 
-    logging.getLogger("_granian").setLevel(logging.WARNING)
-    logging.getLogger("granian").setLevel(logging.WARNING)
     granian = Server(
         server.app,
         address=host,
@@ -53,6 +51,7 @@ async def _serve_granian(server: KvServer, host: str, port: int, stop: asyncio.E
         websockets=False,
         backlog=1024,
         http2_settings=HTTP2Settings(max_concurrent_streams=1000),
+        log_enabled=False,  # its start-up chatter; our own line says where we listen
         log_access=False,
     )
     task = asyncio.create_task(granian.serve())
