@@ -25,12 +25,16 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     srv.stop()
 
 
-@pytest.fixture(params=["remote", "file", "memory"])
+@pytest.fixture(params=["remote", "remote-h2", "file", "memory"])
 async def kv(
     request: pytest.FixtureRequest, tmp_path: Path, shared_server: ServerProcess
 ) -> AsyncIterator[denokv.Kv]:
-    if request.param == "remote":
-        db = denokv.open_kv(shared_server.url, access_token=shared_server.token)
+    if request.param.startswith("remote"):
+        db = denokv.open_kv(
+            shared_server.url,
+            access_token=shared_server.token,
+            http2=request.param == "remote-h2",
+        )
     elif request.param == "file":
         db = denokv.open_kv(tmp_path / "kv.sqlite")
     else:

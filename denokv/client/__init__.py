@@ -15,12 +15,13 @@ def open_kv(
     *,
     access_token: str | None = None,
     retry: RetryPolicy | None = None,
-    http2: bool = True,
+    http2: bool = False,
     **engine_options: Any,
 ) -> Kv:
     """Open a database. `http(s)://` URLs use KV Connect; anything else is a local file.
 
-    For a URL the token comes from `access_token` or `DENO_KV_ACCESS_TOKEN`.
+    For a URL the token comes from `access_token` or `DENO_KV_ACCESS_TOKEN`;
+    `http2=True` speaks HTTP/2 instead of HTTP/1.1 (slower here, for HTTP/2-only proxies).
     Local files use the same engine as the server (options such as
     `synchronous="normal"` are passed to it) and support `listen_queue`.
     """

@@ -1,14 +1,15 @@
 """The client's KV Connect backend: metadata exchange, retries, protobuf calls, watch streams.
 
-HTTP/2 by default (prior knowledge on http://, ALPN on https://), as the Deno
-CLI does: every call of a client shares one connection. Network errors and
-5xx are retried with exponential backoff and full jitter until the policy's
-deadline; 4xx is final and carries the server's text.
+HTTP/1.1 keep-alive through aiohttp by default, HTTP/2 through httpx on
+request (see `transport.py` for why). Network errors and 5xx are retried with
+exponential backoff and full jitter until the policy's deadline; 4xx is final
+and carries the server's text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import struct
@@ -18,9 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin
 
-import httpx
-
 from denokv.client.backend import Consistency
+from denokv.client.transport import (
+    AiohttpTransport,
+    HttpxTransport,
+    Transport,
+    TransportError,
+)
 from denokv.errors import (
     KvConnectError,
     KvMetadataError,
@@ -80,7 +85,7 @@ class RemoteBackend:
         access_token: str | None = None,
         *,
         retry: RetryPolicy | None = None,
-        http2: bool = True,
+        http2: bool = False,
         timeout_s: float = 30.0,
     ) -> None:
         token = access_token or os.environ.get("DENO_KV_ACCESS_TOKEN")
@@ -91,9 +96,10 @@ class RemoteBackend:
         self.url = url
         self._token = token
         self.retry = retry or RetryPolicy()
-        plain = url.startswith("http://")
-        self._client = httpx.AsyncClient(
-            http1=not (http2 and plain), http2=http2, timeout=timeout_s
+        self._http: Transport = (
+            HttpxTransport(timeout_s, plain_http=url.startswith("http://"))
+            if http2
+            else AiohttpTransport(timeout_s)
         )
         self._meta: Metadata | None = None
         self._meta_lock = asyncio.Lock()
@@ -111,17 +117,17 @@ class RemoteBackend:
             return self._meta
 
     async def _fetch_metadata(self) -> Metadata | Exception:
-        resp = await self._client.post(
+        status, body = await self._http.post(
             self.url,
-            json={"supportedVersions": [2, 3]},
-            headers={"authorization": f"Bearer {self._token}"},
+            b'{"supportedVersions":[2,3]}',
+            {"authorization": f"Bearer {self._token}", "content-type": "application/json"},
         )
-        if resp.status_code >= 500:
-            return KvUnavailableError(f"metadata: server answered {resp.status_code}")
-        if resp.status_code != 200:
-            raise KvMetadataError(f"Failed to fetch metadata: {resp.text}")
+        if status >= 500:
+            return KvUnavailableError(f"metadata: server answered {status}")
+        if status != 200:
+            raise KvMetadataError(f"Failed to fetch metadata: {body.decode(errors='replace')}")
         try:
-            doc = resp.json()
+            doc = json.loads(body)
             version = int(doc["version"])
             if version not in (2, 3):
                 raise ValueError(f"unsupported protocol version {version}")
@@ -143,7 +149,7 @@ class RemoteBackend:
         while True:
             try:
                 outcome = await attempt_once()
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 outcome = exc
             if not isinstance(outcome, Exception):
                 return outcome
@@ -163,12 +169,13 @@ class RemoteBackend:
         async def once() -> bytes | Exception:
             meta = await self.metadata()
             url = f"{meta.endpoint(consistency)}/{method}"
-            resp = await self._client.post(url, content=body, headers=meta.headers())
-            if resp.status_code == 200:
-                return resp.content
-            if resp.status_code >= 500:
-                return KvUnavailableError(f"{url} answered {resp.status_code}: {resp.text}")
-            raise KvConnectError(url, resp.status_code, resp.text)
+            status, reply = await self._http.post(url, body, meta.headers())
+            if status == 200:
+                return reply
+            text = reply.decode(errors="replace")
+            if status >= 500:
+                return KvUnavailableError(f"{url} answered {status}: {text}")
+            raise KvConnectError(url, status, text)
 
         return await self._with_retries(once)  # type: ignore[return-value]
 
@@ -234,14 +241,12 @@ class RemoteBackend:
             meta = await self.metadata()
             url = f"{meta.endpoint('eventual')}/watch"
             try:
-                async with self._client.stream(
-                    "POST", url, content=body, headers=meta.headers(), timeout=None
-                ) as resp:
-                    if 400 <= resp.status_code < 500:
-                        text = (await resp.aread()).decode(errors="replace")
-                        raise KvConnectError(url, resp.status_code, text)
-                    if resp.status_code == 200:
-                        async for msg in _frames(resp.aiter_raw()):
+                async with self._http.stream(url, body, meta.headers()) as (status, chunks):
+                    if 400 <= status < 500:
+                        text = b"".join([c async for c in chunks]).decode(errors="replace")
+                        raise KvConnectError(url, status, text)
+                    if status == 200:
+                        async for msg in _frames(chunks):
                             attempt = 0
                             if msg.status != pb.SR_SUCCESS:
                                 raise KvReadDisabledError()
@@ -249,7 +254,7 @@ class RemoteBackend:
                                 if k.changed:
                                     current[i] = _entry_of(k)
                             yield list(current)
-            except (httpx.TransportError, httpx.StreamError):
+            except TransportError:
                 pass
             # The stream ended or broke: reconnect, and get a fresh full snapshot.
             await asyncio.sleep(self.retry.delay(attempt))
@@ -259,7 +264,7 @@ class RemoteBackend:
         raise KvQueueError("listen_queue is not possible over KV Connect: it has no dequeue call")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._http.close()
 
 
 def _check_read(out: pb.SnapshotReadOutput, consistency: Consistency) -> None:
@@ -285,7 +290,7 @@ async def _frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[pb.WatchOutput]
         while len(buf) >= 4:
             (n,) = struct.unpack_from("<I", buf)
             if n > MAX_WATCH_FRAME:
-                raise httpx.StreamError(f"watch frame of {n} bytes is over the limit")
+                raise TransportError(f"watch frame of {n} bytes is over the limit")
             if len(buf) < 4 + n:
                 break
             payload, buf = buf[4 : 4 + n], buf[4 + n :]
