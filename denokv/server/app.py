@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -33,7 +33,7 @@ from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
 from denokv.server.metadata import Endpoint, negotiate, response_body
 from denokv.server.ops import Metrics, Readiness, healthz, metrics_handler, readyz_handler
-from denokv.server.unary import UnaryCalls
+from denokv.server.unary import UnaryCalls, parse_message
 from denokv.watch import Subscription
 
 log = logging.getLogger("denokv.server")
@@ -167,22 +167,18 @@ class KvServer:
 
     # -- plumbing -----------------------------------------------------------------
 
-    async def _data_request(self, request: Request, msg: M) -> M:
+    def admit(self, headers: Any) -> None:
+        """The checks every data-path call passes before its body is read."""
         if self.closing:
             raise HttpError(503, L.UNAVAILABLE)
-        self.auth.check_data_path(request.headers)
-        if self.config.not_ready is not None:
-            reason = self.config.not_ready()
-            if reason:
-                raise HttpError(503, reason)
-        body = await read_body(request)
-        try:
-            msg.ParseFromString(body)
-        except DecodeError as exc:
-            raise HttpError(
-                400, L.INVALID_PROTOBUF.format(err=f"failed to decode Protobuf message: {exc}")
-            ) from None
-        return msg
+        self.auth.check_data_path(headers)
+        not_ready = self.config.not_ready
+        if not_ready is not None and (reason := not_ready()):
+            raise HttpError(503, reason)
+
+    async def _data_request(self, request: Request, msg: M) -> M:
+        self.admit(request.headers)
+        return parse_message(msg, await read_body(request))
 
     def _guard(self, name: str, handler: Handler) -> Handler:
         """Turn errors into their plain-text answers and count every request."""

@@ -54,13 +54,8 @@ class UnaryCalls:
             return
         server = self.server
         try:
-            if server.closing:
-                raise HttpError(503, L.UNAVAILABLE)
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            server.auth.check_data_path(headers)
-            not_ready = server.config.not_ready
-            if not_ready is not None and (reason := not_ready()):
-                raise HttpError(503, reason)
+            server.admit(headers)
             body = await _read_body(headers, receive)
             status, content_type, payload = await call(body)
         except HttpError as exc:
@@ -78,19 +73,19 @@ class UnaryCalls:
     # -- the calls ------------------------------------------------------------------
 
     async def snapshot_read(self, body: bytes) -> Reply:
-        ranges = convert.read_ranges(_parse(pb.SnapshotRead(), body))
+        ranges = convert.read_ranges(parse_message(pb.SnapshotRead(), body))
         results = await self.server.engine.snapshot_read(ranges)
         strong = self.server.config.reads_strongly_consistent
         return 200, PROTOBUF, convert.read_output(results, strong)
 
     async def forward_snapshot_read(self, body: bytes) -> Reply:
-        msg = _parse(pb.SnapshotRead(), body)
+        msg = parse_message(pb.SnapshotRead(), body)
         convert.read_ranges(msg)  # bad input is refused here, with the same texts
         return await self.server.config.forwarder.forward("snapshot_read", body)
 
     async def atomic_write(self, body: bytes) -> Reply:
         config = self.server.config
-        write = convert.atomic_write(_parse(pb.AtomicWrite(), body))
+        write = convert.atomic_write(parse_message(pb.AtomicWrite(), body))
         if config.forwarder is not None:
             return await config.forwarder.forward("atomic_write", body)
         if not config.accept_writes:
@@ -102,7 +97,7 @@ class UnaryCalls:
         return 200, PROTOBUF, convert.write_output(result)
 
 
-def _parse(msg: Any, body: bytes) -> Any:
+def parse_message(msg: Any, body: bytes) -> Any:
     try:
         msg.ParseFromString(body)
     except DecodeError as exc:
