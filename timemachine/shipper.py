@@ -119,7 +119,16 @@ class Shipper:
     # -- shipping ------------------------------------------------------------------
 
     async def ship_pending(self, through: bytes | None = None) -> int:
-        """Upload every complete commit not yet shipped (up to `through`, if given)."""
+        """Upload every complete commit not yet shipped (up to `through`, if given).
+
+        A pass ships what was there when it began: under a steady stream of
+        writes it would otherwise never end, and rotation and retention, which
+        run after it, would never get their turn.
+        """
+        if through is None:
+            through = await asyncio.to_thread(self._newest_captured)
+            if through is None:
+                return 0
         shipped = 0
         while True:
             entries = await asyncio.to_thread(self._read_complete_commits, through)
@@ -127,6 +136,12 @@ class Shipper:
                 return shipped
             await self._upload_segment(entries)
             shipped += len(entries)
+
+    def _newest_captured(self) -> bytes | None:
+        (newest,) = self._reader.execute(
+            "select max(versionstamp12) from denokv_redo_log"
+        ).fetchone()
+        return newest
 
     def _read_complete_commits(self, through: bytes | None) -> list[RedoEntry]:
         limit = self.options.max_segment_entries
