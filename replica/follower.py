@@ -93,6 +93,7 @@ class Follower:
         self.prefix = prefix
         self.stats = FollowerStats()
         self._on_applied = on_applied or engine.watches.notify
+        self._known: dict[str, Generation] = {}  # a generation's differential never changes
         self._job(tt.create_tables)
 
     # -- one pass ---------------------------------------------------------------------
@@ -100,7 +101,7 @@ class Follower:
     async def sync(self, apply: bool = True) -> None:
         """Bootstrap if needed, fetch new segments, and (if `apply`) move to the latest."""
         state = await self._ajob(tt.get_state)
-        generations = await list_generations(self.store, self.prefix)
+        generations = await list_generations(self.store, self.prefix, self._known)
         if not generations:
             raise LookupError("no complete backup generation in the store yet")
         newest = generations[-1]
@@ -119,10 +120,11 @@ class Follower:
     async def run(self, poll_interval_s: float, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 await self.sync()
                 attempt = 0
-                delay = poll_interval_s
+                delay = max(0.0, poll_interval_s - (time.monotonic() - started))
             except Exception as exc:
                 self.stats.errors += 1
                 log.warning("replica poll failed (%s: %s); retrying", type(exc).__name__, exc)

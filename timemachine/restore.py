@@ -70,11 +70,20 @@ class RestoreResult:
 Progress = Callable[[str, int, int], None]
 
 
-async def list_generations(store: ObjectStore, prefix: str) -> list[Generation]:
-    """Complete generations (those with a differential), oldest first."""
+async def list_generations(
+    store: ObjectStore, prefix: str, known: dict[str, Generation] | None = None
+) -> list[Generation]:
+    """Complete generations (those with a differential), oldest first.
+
+    `known` caches generations already read: a poller then pays one LIST per
+    call, plus one GET per generation it has not seen complete before.
+    """
     out = []
     for folder in await store.list_folders(layout.generations_prefix(prefix)):
         name = folder.rstrip("/")
+        if known is not None and name in known:
+            out.append(known[name])
+            continue
         try:
             started = layout.generation_time_ms(name)
             body = await store.get(layout.differential_key(prefix, name))
@@ -83,7 +92,10 @@ async def list_generations(store: ObjectStore, prefix: str) -> list[Generation]:
         text = body.decode(errors="replace").strip()
         if len(text) != 20:
             raise RestoreError(f"generation {name}: differential {text!r} is not 20 hex characters")
-        out.append(Generation(name, bytes.fromhex(text), started))
+        generation = Generation(name, bytes.fromhex(text), started)
+        if known is not None:
+            known[name] = generation
+        out.append(generation)
     return out
 
 

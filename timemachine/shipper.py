@@ -82,10 +82,12 @@ class Shipper:
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 await self.sync_once()
                 attempt = 0
-                delay = self.options.sync_interval_s
+                # The interval is from pass to pass, so a commit waits at most one of them.
+                delay = max(0.0, self.options.sync_interval_s - (time.monotonic() - started))
             except Exception as exc:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
