@@ -33,14 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
-import shutil
-import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -330,34 +326,18 @@ def main() -> int:
     args.rates = [int(x) for x in args.rates.split(",") if x]
     args.compressions = [x for x in args.compressions.split(",") if x]
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    background = sb.background_cpu()
-    token = sb.new_token()
-    work = Path(tempfile.mkdtemp(prefix="denokv-bench-backup-"))
-    children = sb.Children()
-    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()},
-                              "background_cpu_pct": background}  # fmt: skip
     t_start = time.monotonic()
-    moto = sb.Moto(work)
-    print(f"backup bench: background CPU {background:.0f} %, work dir {work}", flush=True)
-    try:
-        moto.start()
+    with sb.BenchRun("backup", args) as run:
         if not args.skip_rates:
             print("a. S3 traffic at paced write rates", flush=True)
-            report["rates"] = run_rates(children, work, token, moto, args)
+            run.report["rates"] = run_rates(*run.parts(), args)
         if not args.skip_throughput:
             print("b. unpaced write throughput, backup off vs on", flush=True)
-            report["throughput"] = run_throughput(children, work, token, moto, args)
+            run.report["throughput"] = run_throughput(*run.parts(), args)
         if not args.skip_restore:
             print("c. restore", flush=True)
-            report["restore"] = run_restore(children, work, token, moto, args)
-    finally:
-        children.stop_all()
-        moto.stop()
-        if args.json_out:
-            args.json_out.write_text(json.dumps(report, indent=2, default=str))
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            run.report["restore"] = run_restore(*run.parts(), args)
+    report, background = run.report, run.background
 
     problems = []
     print()

@@ -41,14 +41,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import json
 import math
 import os
 import shutil
-import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -395,31 +392,15 @@ def main() -> int:
     args.rates = [int(x) for x in args.rates.split(",") if x]
     args.intervals = [x for x in args.intervals.split(",") if x]
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    background = sb.background_cpu()
-    token = sb.new_token()
-    work = Path(tempfile.mkdtemp(prefix="denokv-bench-replica-"))
-    children = sb.Children()
-    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()},
-                              "background_cpu_pct": background}  # fmt: skip
     t_start = time.monotonic()
-    moto = sb.Moto(work)
-    print(f"replica bench: background CPU {background:.0f} %, work dir {work}", flush=True)
-    try:
-        moto.start()
+    with sb.BenchRun("replica", args) as run:
         if not args.skip_lag:
             print("a. replication lag", flush=True)
-            report["lag"] = run_lag(children, work, token, moto, args)
+            run.report["lag"] = run_lag(*run.parts(), args)
         if not args.skip_bootstrap:
             print("b. bootstrap" + ("" if args.skip_checkout else " and c. checkout"), flush=True)
-            report["boot"] = run_bootstrap_and_checkout(children, work, token, moto, args)
-    finally:
-        children.stop_all()
-        moto.stop()
-        if args.json_out:
-            args.json_out.write_text(json.dumps(report, indent=2, default=str))
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            run.report["boot"] = run_bootstrap_and_checkout(*run.parts(), args)
+    report, background = run.report, run.background
 
     problems = []
     print()

@@ -17,9 +17,12 @@ import math
 import os
 import re
 import secrets
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -450,3 +453,43 @@ async def load_log_entries(
         elapsed = time.monotonic() - t0
     return {"writes": writes, "entries": writes * per_write, "new_keys": new_key - keys,
             "seconds": elapsed}  # fmt: skip
+
+
+class BenchRun:
+    """Shared set-up and teardown of a benchmark run: SIGTERM handling, a work
+    directory, one moto server, the child processes, and the JSON report.
+
+        with BenchRun("backup", args) as run:
+            run.report["x"] = part(run.children, run.work, run.token, run.moto, args)
+    """
+
+    def __init__(self, name: str, args: Any) -> None:
+        self.args = args
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        self.background = background_cpu()
+        self.token = new_token()
+        self.work = Path(tempfile.mkdtemp(prefix=f"denokv-bench-{name}-"))
+        self.children = Children()
+        self.report: dict[str, Any] = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "background_cpu_pct": self.background,
+        }
+        self.moto = Moto(self.work)
+        print(f"{name} bench: background CPU {self.background:.0f} %, work dir {self.work}",
+              flush=True)  # fmt: skip
+
+    def parts(self) -> tuple[Children, Path, str, Moto]:
+        """What every benchmark part takes first: (children, work, token, moto)."""
+        return self.children, self.work, self.token, self.moto
+
+    def __enter__(self) -> BenchRun:
+        self.moto.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.children.stop_all()
+        self.moto.stop()
+        if self.args.json_out:
+            self.args.json_out.write_text(json.dumps(self.report, indent=2, default=str))
+        if not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
