@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from denokv import limits as L
 from denokv.engine import Engine
-from denokv.operations import EngineClosed
+from denokv.operations import EngineClosed, EngineUnavailable
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.auth import Authenticator
@@ -190,8 +190,8 @@ class KvServer:
                 response = await handler(request)
             except HttpError as exc:
                 response = PlainTextResponse(exc.text, exc.status)
-            except EngineClosed:
-                response = PlainTextResponse(L.UNAVAILABLE, 503)
+            except EngineUnavailable as exc:
+                response = PlainTextResponse(str(exc), 503)
             except sqlite3.Error as exc:
                 log.error("database error on %s: %s", request.url.path, exc)
                 response = PlainTextResponse(L.INTERNAL_ERROR, 500)

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from denokv import limits as L
-from denokv.operations import EngineClosed, WriteError, WriteResult, WriteStatus
+from denokv.operations import EngineUnavailable, WriteError, WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.errors import HttpError
@@ -60,8 +60,8 @@ class UnaryCalls:
             status, content_type, payload = await call(body)
         except HttpError as exc:
             status, content_type, payload = exc.status, TEXT, exc.text.encode()
-        except EngineClosed:
-            status, content_type, payload = 503, TEXT, L.UNAVAILABLE.encode()
+        except EngineUnavailable as exc:
+            status, content_type, payload = 503, TEXT, str(exc).encode()
         except sqlite3.Error as exc:
             server.log.error("database error on %s: %s", scope["path"], exc)
             status, content_type, payload = 500, TEXT, L.INTERNAL_ERROR.encode()
