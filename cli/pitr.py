@@ -121,16 +121,21 @@ def run_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+CHECKOUT_BATCH = 10_000  # log entries per commit of a checkout
+
+
 def _replica_conn(path: str):  # type: ignore[no-untyped-def]
+    """A connection for reading a replica file's time-travel state (tables made if missing)."""
     import sqlite3
 
-    from denokv.schema import migrate
+    from denokv.tables import migrate, transaction
     from replica import timetravel
 
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.execute("pragma journal_mode = wal")
     migrate(conn)
-    timetravel.create_tables(conn)
+    with transaction(conn):
+        timetravel.create_tables(conn)
     return conn
 
 
@@ -161,8 +166,9 @@ def run_sync(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     finally:
         engine.close()
-    conn = _replica_conn(args.sqlite_path)
-    (pending,) = conn.execute("select count(*) from denokv_tt_redo").fetchone()
+    from replica import timetravel
+
+    pending = timetravel.pending_redo(_replica_conn(args.sqlite_path))
     print(f"Synced; {pending} fetched entries wait in the redo log")
     return 0
 
@@ -212,15 +218,27 @@ def run_checkout(args: argparse.Namespace) -> int:
         target = b""
     if len(target) != 10:
         raise CliError(f"invalid versionstamp {text}")
+    from denokv.engine import Engine
+    from denokv.writer import Tx
+
     conn = _replica_conn(args.sqlite_path)
-    if timetravel.get_state(conn).get("bootstrapped") != "1":
+    bootstrapped = timetravel.get_state(conn).get("bootstrapped") == "1"
+    conn.close()
+    if not bootstrapped:
         raise CliError("initial snapshot not completed")
-    conn.execute("begin immediate")
+    engine = Engine(args.sqlite_path, sweep_expired=False)
+    moved: list[timetravel.Moved] = []
+
+    def step(tx: Tx) -> bool:
+        # A bounded move per commit, each ending on a boundary (a state that existed).
+        one = timetravel.checkout(tx.conn, target + timetravel.BOUNDARY, CHECKOUT_BATCH)
+        tx.set_version(one.version)
+        moved.append(one)
+        return not one.done
+
     try:
-        moved = timetravel.checkout(conn, target + timetravel.BOUNDARY)
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
-    print(f"Snapshot is now at versionstamp {moved.current12[:10].hex()}")
+        engine.writer.run_batches(step, name="pitr checkout").result()  # type: ignore[union-attr]
+    finally:
+        engine.close()
+    print(f"Snapshot is now at versionstamp {moved[-1].current12[:10].hex()}")
     return 0

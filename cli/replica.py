@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import time
 
 from cli.errors import CliError
 from cli.options import s3_options
@@ -68,9 +67,8 @@ async def _main(engine: Engine, args: argparse.Namespace, host: str, port: int) 
         not_ready=lambda: None if stats.bootstrapped else BOOTSTRAPPING,
     )
     server = KvServer(engine, config)
-    server.metrics.state.replica_stats = stats
-    stale_after = max(10.0, 5 * args.s3_poll_interval)
-    server.readiness.checks.append(lambda: _replica_problem(stats, stale_after))
+    follower.stale_after_s = max(10.0, 5 * args.s3_poll_interval)
+    server.components.append(follower)
     start_metrics_server(server, args.metrics_addr)
     stop = asyncio.Event()
     task = asyncio.create_task(follower.run(args.s3_poll_interval, stop))
@@ -82,12 +80,3 @@ async def _main(engine: Engine, args: argparse.Namespace, host: str, port: int) 
         if forwarder is not None:
             await forwarder.close()
         await store.close()
-
-
-def _replica_problem(stats: object, stale_after_s: float) -> str | None:
-    if not getattr(stats, "bootstrapped", False):
-        return "bootstrap from S3 not finished"
-    last = getattr(stats, "last_poll", None)
-    if last is None or time.time() - last > stale_after_s:
-        return f"no successful poll of S3 in the last {stale_after_s:.0f} s"
-    return None

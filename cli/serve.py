@@ -208,10 +208,10 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
             sync_interval_s=args.s3_sync_interval,
             snapshot_interval_s=args.s3_snapshot_interval,
             retention_s=args.s3_retention,
+            ready_max_lag_s=args.ready_max_backup_lag,
         ),
     )
-    server.metrics.state.shipper_stats = shipper.stats
-    server.readiness.checks.append(lambda: _backup_lag_problem(server, args.ready_max_backup_lag))
+    server.components.append(shipper)
     stop = asyncio.Event()
     task = asyncio.create_task(shipper.run(stop))
     try:
@@ -231,22 +231,6 @@ def start_metrics_server(server: KvServer, addr: str | None) -> None:
 
     host, port = parse_addr(addr)
     start_http_server(port, host, registry=server.metrics.registry)
-
-
-def _backup_lag_problem(server: KvServer, bound_s: float) -> str | None:
-    import sqlite3
-    import time
-
-    from denokv import redo_log
-
-    try:
-        with server.engine.reader() as conn:
-            _, _, oldest = redo_log.backlog(conn)
-    except sqlite3.Error as exc:
-        return f"cannot read the backup backlog: {exc}"
-    if oldest is not None and time.time() - oldest / 1000 > bound_s:
-        return f"backup is more than {bound_s:.0f} s behind"
-    return None
 
 
 def _run_loop(main: Any) -> None:

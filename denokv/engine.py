@@ -1,9 +1,11 @@
 """The storage engine: one SQLite file in Deno's layout, one writer, many readers.
 
 Reads run on their own connections (WAL lets them proceed beside the writer)
-and each request sees one snapshot. Writes go to the writer thread, which
-commits them in groups. Expired keys are never visible, whether or not the
-sweeper has deleted them yet.
+and each request sees one snapshot. Every change goes to the writer thread
+(`denokv.writer`): atomic writes, which it commits in groups, and jobs from the
+other parts (`run`), so the writer is the one place where the file is
+committed to. Expired keys are never visible, whether or not the sweeper has
+deleted them yet.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
-from denokv import redo_log
+from denokv import tables
+from denokv.health import Component
 from denokv.operations import (
     AtomicWrite,
     EngineClosed,
@@ -29,24 +33,17 @@ from denokv.operations import (
     WriteStatus,
     versionstamp,
 )
-from denokv.schema import check_readable, migrate
+from denokv.redo_log import RedoLog
+from denokv.tables import check_readable, migrate
 from denokv.watch import Subscription, WatchHub
-from denokv.writer import Writer, now_ms
+from denokv.writer import BUSY_TIMEOUT_MS, Tx, Writer, now_ms
 
 log = logging.getLogger("denokv.engine")
 
 MEMORY = ":memory:"
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
 
-_LIVE = "(expiration_ms < 0 or expiration_ms > ?)"
-_FORWARD = (
-    "select k, v, v_encoding, version from kv "
-    f"where k >= ? and k < ? and {_LIVE} order by k asc limit ?"
-)
-_REVERSE = (
-    "select k, v, v_encoding, version from kv "
-    f"where k >= ? and k < ? and {_LIVE} order by k desc limit ?"
-)
+T = TypeVar("T")
 
 
 class Engine:
@@ -72,6 +69,7 @@ class Engine:
         self._all_conns: list[sqlite3.Connection] = []
         self._shared_lock: threading.Lock | None = None
         self.writer: Writer | None = None
+        self.redo: RedoLog | None = None  # redo capture, when a backup is configured
 
         if self.path == MEMORY:
             # One connection serves reads and writes; a lock keeps them apart.
@@ -94,6 +92,9 @@ class Engine:
                 log.warning("journal_mode is %s, not wal: reads will wait for writes", mode)
             conn.execute(f"pragma synchronous = {synchronous}")
             migrate(conn)
+            # Past start-up, a write waits only briefly for another process's lock
+            # and is then answered with a retryable error rather than held.
+            conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
             for _ in range(max(1, readers)):
                 reader = self._connect(self.path)
                 reader.execute("pragma query_only = 1")
@@ -119,13 +120,17 @@ class Engine:
         self.writer = Writer(
             conn,
             on_touched=self.watches.notify,
+            on_wake_all=self.watches.wake_all,
             batch_timeout_ms=batch_timeout_ms,
             conn_lock=self._shared_lock,
             sweep=sweep,
         )
         if capture:
-            redo_log.create_tables(conn)
-            self.writer.commit_listeners.append(redo_log.capture)
+            self.redo = RedoLog()
+            with tables.transaction(conn):
+                self.redo.open(conn, tables.data_version(conn))
+            self.writer.begin_listeners.append(self.redo.begin)
+            self.writer.commit_listeners.append(self.redo.capture)
         self.writer.start()
 
     # -- reads ------------------------------------------------------------------
@@ -158,8 +163,7 @@ class Engine:
 
     def current_versionstamp(self) -> bytes:
         with self.reader() as conn:
-            row = conn.execute("select version from data_version where k = 0").fetchone()
-        return versionstamp(row[0])
+            return versionstamp(tables.data_version(conn))
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
@@ -185,6 +189,33 @@ class Engine:
         if self.writer is None:
             return WriteResult(WriteStatus.WRITE_DISABLED)
         return self.writer.submit_sync(write).result()
+
+    async def run(self, fn: Callable[[Tx], T], *, name: str = "job") -> T:
+        """Run `fn` on the writer in a transaction of its own (see `denokv.writer.Tx`)."""
+        return await asyncio.wrap_future(self._writer().run_job(fn, name=name))
+
+    def run_sync(self, fn: Callable[[Tx], T], *, name: str = "job") -> T:
+        return self._writer().run_job(fn, name=name).result()
+
+    async def run_batches(self, step: Callable[[Tx], bool], *, name: str) -> None:
+        """Run `step` in one commit after another until it returns False."""
+        await asyncio.wrap_future(self._writer().run_batches(step, name=name))
+
+    def _writer(self) -> Writer:
+        if self.writer is None:
+            raise RuntimeError("this database is open read-only")
+        return self.writer
+
+    # -- health -----------------------------------------------------------------
+
+    def components(self) -> list[Component]:
+        """The parts of the engine that report metrics, readiness and status."""
+        found: list[Component] = [self.watches]
+        if self.writer is not None:
+            found.append(self.writer)
+        if self.redo is not None:
+            found.append(self.redo)
+        return found
 
     # -- watch ------------------------------------------------------------------
 
@@ -219,7 +250,6 @@ class Engine:
 
 
 def _scan(conn: sqlite3.Connection, r: ReadRange, now: int) -> list[Entry]:
-    if r.start >= r.end:
-        return []
-    rows = conn.execute(_REVERSE if r.reverse else _FORWARD, (r.start, r.end, now, r.limit))
-    return [Entry(k, v, enc, versionstamp(ver)) for k, v, enc, ver in rows]
+    rows = tables.scan(conn, r.start, r.end, r.limit, r.reverse, now)
+    stamp = tables.versionstamp_of
+    return [Entry(k, v, enc, stamp(ver, seq)) for k, v, enc, ver, seq in rows]

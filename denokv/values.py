@@ -56,6 +56,8 @@ from v8serialize.encode import EncodeContext, EncodeNextFn, TagWriter, serialize
 from v8serialize.extensions import NodeJsArrayBufferViewHostObjectHandler
 from v8serialize.jstypes import JSArray, JSArrayBuffer, JSHole, JSObject, JSUint8Array
 
+from denokv.errors import KvValidationError
+
 V8, LE64, BYTES = 1, 2, 3
 U64_MAX = (1 << 64) - 1
 READ_VERSIONS = range(13, 17)
@@ -74,8 +76,11 @@ class KvU64:
     def __init__(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"KvU64 needs an int, not {type(value).__name__}")
-        if not 0 <= value <= U64_MAX:
-            raise ValueError(f"KvU64 value must be in [0, 2**64 - 1], got {value}")
+        # Deno's RangeError texts for the same mistakes.
+        if value < 0:
+            raise KvValidationError(f"Value must be a positive bigint: received {value}")
+        if value > U64_MAX:
+            raise KvValidationError("Value must fit in a 64-bit unsigned integer")
         object.__setattr__(self, "_value", int(value))
 
     @property

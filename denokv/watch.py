@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
 class Subscription:
@@ -39,6 +40,8 @@ class Subscription:
 
 
 class WatchHub:
+    name = "watch"
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[bytes, set[Subscription]] = {}
@@ -47,6 +50,19 @@ class WatchHub:
     def open_subscriptions(self) -> int:
         with self._lock:
             return len({s for subs in self._by_key.values() for s in subs})
+
+    def metrics(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily(
+            "denokv_watch_streams_open", "Open watch streams", value=self.open_subscriptions
+        )
+
+    def problems(self) -> list[str]:
+        return []
+
+    def status(self) -> dict[str, Any]:
+        return {"watch_streams_open": self.open_subscriptions}
 
     def subscribe(self, keys: Iterable[bytes]) -> Subscription:
         sub = Subscription(self, tuple(keys), asyncio.get_running_loop())

@@ -1,16 +1,32 @@
-"""The single writer thread: group commit, the version counter, the expiry sweeper.
+"""The single writer thread: the only place where the database file is committed to.
 
-Every change to the database goes through one thread that owns the write
-connection. Requests that arrive while a commit is in flight are taken
-together: each write runs inside its own SAVEPOINT (a failing write rolls back
-alone), and the group shares one COMMIT and one fsync. A request is answered
-only after the COMMIT that holds it returned.
+Every change goes through one thread that owns the write connection, in units
+of work of three kinds:
+
+- **groups of atomic writes** (group commit): each write runs inside its own
+  SAVEPOINT, so a failing write rolls back alone, and the group shares one
+  COMMIT and one fsync. A write is answered only after that COMMIT returned.
+- **jobs** handed in by other parts (queue delivery, the shipper's trim, the
+  replica's follower): a function that changes tables through `denokv.tables`
+  inside the transaction it is given and records what it changed on `Tx`.
+- **expiry sweeps**, in bounded batches.
+
+For every unit the writer opens the transaction, bumps the version counter,
+runs the commit listeners (redo capture), commits, and then wakes watchers, so
+no part can skip the backup or the watchers. A large job is cut into batches of
+one commit each, with the queued writes served in between.
+
+The thread cannot be killed by a unit: whatever a unit raises rolls that unit
+back, fails only its requests (a storage fault such as a full disk with a
+retryable `StorageFault`, anything else with a `WriteError` that names it), is
+logged and counted, and the thread goes on. Should the thread stop anyway,
+every request from then on fails at once with `WriterStopped`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
+import contextlib
 import logging
 import queue
 import random
@@ -20,22 +36,92 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from denokv.mutations import DELETE, Effects, apply_write, failed_checks
-from denokv.operations import AtomicWrite, EngineClosed, WriteError, WriteResult, WriteStatus
+from denokv import tables
+from denokv.effects import Effects, QueueChangeKind
+from denokv.mutations import apply_write, failed_checks
+from denokv.operations import (
+    AtomicWrite,
+    EngineClosed,
+    StorageFault,
+    WriteError,
+    WriteResult,
+    WriterStopped,
+    WriteStatus,
+)
 from denokv.operations import versionstamp as make_versionstamp
+from denokv.validation import check_write
+from denokv.writer_stats import StorageFaults, WriterStats, writer_metrics
 
 log = logging.getLogger("denokv.writer")
 
 MAX_GROUP = 512  # writes per COMMIT; bounds the latency one group adds to the next
-GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SWEEP_INTERVAL_MS = 60_000
+SWEEP_BATCH = 2_000  # expired keys per commit; far below the redo log's 65,535 per commit
+SWEEP_RETRY_MS = 1_000
 NEVER = 2**62
 MAX_IDLE_S = 3600.0
+BUSY_TIMEOUT_MS = 1_000  # how long a commit waits for another process's write lock
 
+T = TypeVar("T")
 CommitListener = Callable[[sqlite3.Connection, int, Effects], None]
-"""Called inside the open transaction for each successful write (version, effects)."""
+"""Called inside the open transaction for each new commit version (version, effects)."""
+BeginListener = Callable[[sqlite3.Connection, int], None]
+"""Called at the start of every unit with the version found in the file."""
+
+# SQLite result codes (the low byte of an extended code) that mean "the storage
+# cannot take this write now": retrying later may well succeed.
+_STORAGE_FAULTS = {
+    5: ("locked", "The database file is locked by another process; try again later."),
+    6: ("locked", "The database file is locked by another process; try again later."),
+    7: ("out of memory", "The database ran out of memory; try again later."),
+    8: ("read-only", "The database file cannot be written at the moment; try again later."),
+    10: ("I/O error", "The database could not write to its disk; try again later."),
+    13: ("disk full", "The database disk is full; try again later."),
+    14: ("cannot open", "The database file cannot be opened; try again later."),
+}
+
+
+class Tx:
+    """A unit of work's handle on the writer's open transaction.
+
+    Jobs change tables through `conn` and record what they changed in
+    `effects`; `new_version()` gives the unit a commit version of its own (the
+    writer stores it and runs the commit listeners), `set_version()` takes one
+    from elsewhere (a replica applying the primary's log: nothing is captured).
+    """
+
+    __slots__ = (
+        "_fresh",
+        "_rng",
+        "base_version",
+        "conn",
+        "effects",
+        "now_ms",
+        "version",
+        "wake_all",
+    )
+
+    def __init__(self, conn: sqlite3.Connection, version: int, rng: random.Random) -> None:
+        self.conn = conn
+        self.base_version = version
+        self.version = version
+        self.now_ms = now_ms()
+        self.effects = Effects()
+        self.wake_all = False  # wake every watcher (the whole state was replaced)
+        self._rng = rng
+        self._fresh = False
+
+    def new_version(self, step: int | None = None) -> int:
+        """This unit's commit version: the counter moved on by `step` (default 1-9, as Deno)."""
+        if not self._fresh:
+            self.version += step if step is not None else self._rng.randint(1, 9)
+            self._fresh = True
+        return self.version
+
+    def set_version(self, version: int) -> None:
+        self.version = version
 
 
 @dataclass(slots=True)
@@ -47,10 +133,13 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Job:
-    """Arbitrary work that must run on the write connection (queue delivery, tooling)."""
+    """Work on the write connection; `batched` jobs return (value, more) and run again."""
 
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[Tx], Any]
     future: Future[Any]
+    name: str
+    batched: bool = False
+    started: bool = False
 
 
 _STOP = object()
@@ -60,12 +149,26 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def storage_fault(exc: BaseException) -> StorageFault | None:
+    """The retryable condition an SQLite error stands for, if it is one."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    found = _STORAGE_FAULTS.get(code & 0xFF)
+    return None if found is None else StorageFault(found[0], found[1])
+
+
 class Writer:
+    name = "writer"
+
     def __init__(
         self,
         conn: sqlite3.Connection,
         *,
         on_touched: Callable[[list[bytes]], None],
+        on_wake_all: Callable[[], None] | None = None,
         batch_timeout_ms: float | None = None,
         conn_lock: threading.Lock | None = None,
         rng: random.Random | None = None,
@@ -73,6 +176,7 @@ class Writer:
     ) -> None:
         self._conn = conn
         self._on_touched = on_touched
+        self._on_wake_all = on_wake_all
         self._batch_timeout = (batch_timeout_ms or 0) / 1000
         self._lock = conn_lock or threading.Lock()
         self._rng = rng or random.SystemRandom()
@@ -81,40 +185,66 @@ class Writer:
         self._sweep_enabled = sweep
         self._next_sweep_ms = 0 if sweep else NEVER
         self.commit_listeners: list[CommitListener] = []
+        self.begin_listeners: list[BeginListener] = []
         self.on_enqueued: Callable[[], None] | None = None
-        self.stats_commits = 0
-        self.stats_writes = 0
-        self.stats_sweeps = 0
-        self.stats_expired = 0
-        # Group sizes per bucket (upper bounds GROUP_BUCKETS), for the metrics endpoint.
-        self.stats_group_sizes = [0] * (len(GROUP_BUCKETS) + 1)
+        self.stats = WriterStats()
+        self.faults = StorageFaults()
+        self.stopped: str | None = None  # why the thread stopped, if it did
+        self._in_hand: list[Any] = []  # requests taken from the inbox and not yet answered
         self._thread = threading.Thread(target=self._run, name="denokv-writer", daemon=True)
 
     def start(self) -> None:
+        with self._lock:
+            self.stats.data_version = tables.data_version(self._conn)
+            self.stats.queue_waiting, self.stats.queue_in_flight = tables.queue_counts(self._conn)
         self._thread.start()
 
     # -- requests ---------------------------------------------------------------
 
     def submit(self, write: AtomicWrite) -> asyncio.Future[WriteResult]:
+        check_write(write)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[WriteResult] = loop.create_future()
         self._put(_Pending(write, future, loop))
         return future
 
     def submit_sync(self, write: AtomicWrite) -> Future[WriteResult]:
+        check_write(write)
         future: Future[WriteResult] = Future()
         self._put(_Pending(write, future, None))
         return future
 
-    def run_job(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._put(_Job(fn, future))
+    def run_job(self, fn: Callable[[Tx], T], *, name: str = "job") -> Future[T]:
+        """Run `fn` in a transaction of its own; its result (or exception) comes back."""
+        future: Future[T] = Future()
+        self._put(_Job(fn, future, name))
+        return future
+
+    def run_batches(self, step: Callable[[Tx], bool], *, name: str) -> Future[None]:
+        """Run `step` in one commit after another until it returns False.
+
+        Writes queued meanwhile are served between two batches, so a large job
+        (a bulk delete, a snapshot swap) never holds up the database for long.
+        """
+        future: Future[None] = Future()
+        self._put(_Job(lambda tx: (None, step(tx)), future, name, batched=True))
         return future
 
     def _put(self, item: Any) -> None:
         if self._closed:
             raise EngineClosed()
+        if self.stopped is not None:
+            raise WriterStopped(self._stopped_text())
         self._inbox.put(item)
+        if self.stopped is not None:  # the thread died between the check and the put
+            self._fail_queued()
+
+    @property
+    def alive(self) -> bool:
+        """False once the thread stopped for any reason but a requested close."""
+        if self.stopped is not None:
+            return False
+        return self._closed or self._thread.ident is None or self._thread.is_alive()
 
     def close(self, timeout: float | None = None) -> None:
         """Finish every write already queued, then stop the thread."""
@@ -125,29 +255,66 @@ class Writer:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    # -- health ------------------------------------------------------------------
+
+    def metrics(self) -> Iterable[Any]:
+        return writer_metrics(self.stats, self.faults, self.alive)
+
+    def problems(self) -> list[str]:
+        return [] if self.alive else [f"the writer stopped ({self.stopped}); restart the server"]
+
+    def status(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "alive": self.alive,
+            "stopped": self.stopped,
+            "data_version": s.data_version,
+            "commits_total": s.commits,
+            "writes_total": s.writes,
+            "jobs_total": s.jobs,
+            "expired_keys_total": s.expired,
+            "queue_waiting": s.queue_waiting,
+            "queue_in_flight": s.queue_in_flight,
+            "failures": dict(s.failures),
+            "storage_faults": sorted(self.faults.active),
+        }
+
     # -- the loop ---------------------------------------------------------------
 
     def _run(self) -> None:
-        if self._sweep_enabled:
-            self._sweep()
+        try:
+            self._serve()
+        except BaseException as exc:  # nothing should get here; if it does, say so and fail fast
+            self.stopped = f"{type(exc).__name__}: {exc}"
+            log.critical("the writer thread stopped; every write now fails", exc_info=exc)
+            self._fail_queued()
+
+    def _serve(self) -> None:
         while True:
-            wait = min(MAX_IDLE_S, max(0.0, (self._next_sweep_ms - now_ms()) / 1000))
-            try:
-                item = self._inbox.get(timeout=wait)
-            except queue.Empty:
-                if now_ms() >= self._next_sweep_ms:
-                    self._sweep()
-                continue
+            item = self._next_item()
             if item is _STOP:
                 self._drain_after_stop()
                 return
-            if isinstance(item, _Job):
-                self._run_job(item)
-                continue
-            group = self._collect(item)
-            self._commit_group(group)
-            if now_ms() >= self._next_sweep_ms:
-                self._sweep()
+            if item is not None:
+                self._in_hand = [item]
+                self._handle(item)
+                self._in_hand = []
+            if self._sweep_enabled and now_ms() >= self._next_sweep_ms:
+                self._sweep_batch()
+
+    def _next_item(self) -> Any:
+        """The next request, or None when it is time for a sweep batch."""
+        wait = min(MAX_IDLE_S, max(0.0, (self._next_sweep_ms - now_ms()) / 1000))
+        try:
+            return self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _handle(self, item: Any) -> None:
+        if isinstance(item, _Job):
+            self._run_job(item)
+        else:
+            self._commit_group(self._collect(item))
 
     def _collect(self, first: _Pending) -> list[_Pending]:
         group = [first]
@@ -168,150 +335,222 @@ class Writer:
                 self._inbox.put(item)
                 break
             group.append(item)
+            self._in_hand.append(item)
         return group
 
     def _drain_after_stop(self) -> None:
         pending: list[_Pending] = []
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
+        for item in self._take_all():
             if isinstance(item, _Pending):
                 pending.append(item)
             elif isinstance(item, _Job):
-                self._run_job(item)
+                # A batched job gets one more batch, then is told the engine closed.
+                self._run_job(item, last_turn=True)
         for start in range(0, len(pending), MAX_GROUP):
             self._commit_group(pending[start : start + MAX_GROUP])
 
-    def _commit_group(self, group: list[_Pending]) -> None:
-        conn = self._conn
-        results: list[WriteResult | BaseException] = []
-        touched: list[bytes] = []
-        earliest: int | None = None
-        enqueued = 0
-        with self._lock:
+    def _take_all(self) -> list[Any]:
+        items = []
+        while True:
             try:
-                conn.execute("begin immediate")
-                version = conn.execute("select version from data_version where k = 0").fetchone()[0]
-                start_version = version
-                now = now_ms()
-                for pending in group:
-                    result, effects, version = self._one_write(conn, pending.write, version, now)
-                    results.append(result)
-                    if effects is not None:
-                        touched += effects.touched
-                        enqueued += effects.enqueued
-                        if effects.earliest_expiry is not None and (
-                            earliest is None or effects.earliest_expiry < earliest
-                        ):
-                            earliest = effects.earliest_expiry
-                if version != start_version:
-                    conn.execute("update data_version set version = ? where k = 0", (version,))
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _fail_queued(self) -> None:
+        error = WriterStopped(self._stopped_text())
+        in_hand, self._in_hand = self._in_hand, []
+        for item in in_hand + self._take_all():
+            if isinstance(item, _Pending):
+                _resolve([item], [error])
+            elif isinstance(item, _Job) and not item.future.done():
+                with contextlib.suppress(Exception):
+                    item.future.set_exception(error)
+
+    def _stopped_text(self) -> str:
+        return f"The database cannot take writes: its writer stopped ({self.stopped})."
+
+    # -- units ------------------------------------------------------------------
+
+    def _transaction(self, body: Callable[[Tx], T]) -> tuple[T, Tx]:
+        """Run one unit: begin, body, version and listeners, commit. Raises on failure."""
+        conn = self._conn
+        with self._lock:
+            conn.execute("begin immediate")
+            try:
+                version = tables.data_version(conn)
+                for listener in self.begin_listeners:
+                    listener(conn, version)
+                tx = Tx(conn, version, self._rng)
+                value = body(tx)
+                if tx.version != tx.base_version:
+                    tables.set_data_version(conn, tx.version)
+                if tx._fresh:
+                    for commit_listener in self.commit_listeners:
+                        commit_listener(conn, tx.version, tx.effects)
                 conn.execute("commit")
-            except sqlite3.Error as exc:
-                log.error("commit of %d writes failed: %s", len(group), exc)
-                _rollback(conn)
-                results = [exc] * len(group)
-                touched = []
-                earliest = None
-                enqueued = 0
-        self.stats_commits += 1
-        self.stats_writes += len(group)
-        self.stats_group_sizes[bisect.bisect_left(GROUP_BUCKETS, len(group))] += 1
-        _resolve(group, results)
-        if touched:
-            self._on_touched(touched)
-        if enqueued and self.on_enqueued is not None:
+            except BaseException:
+                tables.rollback(conn)
+                raise
+        if self.faults.active:
+            self.faults.cleared()
+        return value, tx
+
+    def _after_commit(self, effects: Effects, version: int, wake_all: bool = False) -> None:
+        stats = self.stats
+        stats.data_version = version
+        for change in effects.queue_changes:
+            kind = change.kind
+            if kind is QueueChangeKind.QUEUE_PUT:
+                stats.queue_waiting += 1
+            elif kind is QueueChangeKind.QUEUE_DELETE:
+                stats.queue_waiting -= 1
+            elif kind is QueueChangeKind.RUNNING_PUT:
+                stats.queue_in_flight += 1
+            else:
+                stats.queue_in_flight -= 1
+        if wake_all and self._on_wake_all is not None:
+            self._on_wake_all()
+        elif effects.touched:
+            self._on_touched(effects.touched)
+        if effects.enqueued and self.on_enqueued is not None:
             self.on_enqueued()
         # Re-arm the sweeper for a nearer expiry (upstream waits for the old timer).
+        earliest = effects.earliest_expiry
         if self._sweep_enabled and earliest is not None and earliest < self._next_sweep_ms:
             self._next_sweep_ms = earliest
 
+    def _failed(self, what: str, exc: BaseException, refused: int = 1) -> BaseException:
+        """Log and count a unit that was rolled back; the error its callers get."""
+        fault = storage_fault(exc)
+        if fault is not None:
+            self.stats.record_failure(fault.kind)
+            self.faults.failing(fault.kind, str(exc), refused)
+            return fault
+        self.stats.record_failure(type(exc).__name__)
+        log.error("%s failed and was rolled back", what, exc_info=exc)
+        return exc
+
+    def _run_job(self, job: _Job, last_turn: bool = False) -> None:
+        if not job.started:
+            if not job.future.set_running_or_notify_cancel():
+                return
+            job.started = True
+        try:
+            result, tx = self._transaction(job.fn)
+        except Exception as exc:
+            job.future.set_exception(self._failed(f"job {job.name!r}", exc))
+            return
+        self.stats.jobs += 1
+        self._after_commit(tx.effects, tx.version, tx.wake_all)
+        if not job.batched:
+            job.future.set_result(result)
+            return
+        value, more = result
+        if not more:
+            job.future.set_result(value)
+        elif last_turn:
+            job.future.set_exception(EngineClosed())
+        else:
+            self._inbox.put(job)  # the next batch, after the writes queued meanwhile
+
+    # -- group commit -------------------------------------------------------------
+
+    def _commit_group(self, group: list[_Pending]) -> None:
+        outcomes: list[tuple[WriteResult | BaseException, Effects | None]] = []
+
+        def body(tx: Tx) -> None:
+            version = tx.version
+            for pending in group:
+                outcome = self._one_write(tx.conn, pending.write, version, tx.now_ms)
+                outcomes.append(outcome)
+                if outcome[1] is not None:
+                    version = int.from_bytes(outcome[0].versionstamp[:8], "big")  # type: ignore[union-attr]
+            tx.set_version(version)
+
+        try:
+            _, tx = self._transaction(body)
+        except Exception as exc:
+            if storage_fault(exc) is None and len(group) > 1:
+                # Not the disk: find the write that fails, and commit the others.
+                for pending in group:
+                    self._commit_group([pending])
+                return
+            error = self._failed(f"commit of {len(group)} writes", exc, len(group))
+            if not isinstance(error, StorageFault):
+                error = WriteError(f"The write could not be applied: {type(exc).__name__}: {exc}")
+            self.stats.record_group(len(group))
+            _resolve(group, [error] * len(group))
+            return
+        self.stats.record_group(len(group))
+        _resolve(group, [result for result, _ in outcomes])
+        effects = Effects()
+        for _, one in outcomes:
+            if one is not None:
+                effects.extend(one)
+        self._after_commit(effects, tx.version)
+
     def _one_write(
         self, conn: sqlite3.Connection, write: AtomicWrite, version: int, now: int
-    ) -> tuple[WriteResult | BaseException, Effects | None, int]:
+    ) -> tuple[WriteResult | BaseException, Effects | None]:
+        """One write inside its own SAVEPOINT; it rolls back alone if anything fails."""
         conn.execute("savepoint w")
         try:
             failed = failed_checks(conn, write.checks, now) if write.checks else []
             if failed:
                 conn.execute("release w")
-                failure = WriteResult(WriteStatus.CHECK_FAILURE, failed_checks=tuple(failed))
-                return failure, None, version
+                return WriteResult(WriteStatus.CHECK_FAILURE, failed_checks=tuple(failed)), None
             new_version = version + self._rng.randint(1, 9)
             effects = apply_write(conn, write, new_version, now)
             for listener in self.commit_listeners:
                 listener(conn, new_version, effects)
             conn.execute("release w")
-        except WriteError as exc:
+        except Exception as exc:
+            if storage_fault(exc) is not None:
+                raise  # the disk, not this write: the whole group fails and is retried
             conn.execute("rollback to w")
             conn.execute("release w")
-            return exc, None, version
-        result = WriteResult(WriteStatus.SUCCESS, make_versionstamp(new_version))
-        return result, effects, new_version
-
-    def _run_job(self, job: _Job) -> None:
-        if not job.future.set_running_or_notify_cancel():
-            return
-        try:
-            with self._lock:
-                value = job.fn(self._conn)
-        except BaseException as exc:
-            job.future.set_exception(exc)
-        else:
-            job.future.set_result(value)
+            if isinstance(exc, WriteError):
+                return exc, None
+            self._failed("a write", exc)
+            return WriteError(f"The write could not be applied: {type(exc).__name__}: {exc}"), None
+        return WriteResult(WriteStatus.SUCCESS, make_versionstamp(new_version)), effects
 
     # -- expiry -----------------------------------------------------------------
 
-    def _sweep(self) -> None:
-        """Delete expired keys in one commit that bumps the version by one."""
-        conn = self._conn
-        now = now_ms()
-        deleted: list[bytes] = []
-        with self._lock:
-            try:
-                conn.execute("begin immediate")
-                deleted = [
-                    row[0]
-                    for row in conn.execute(
-                        "select k from kv where expiration_ms >= 0 and expiration_ms <= ?", (now,)
-                    )
-                ]
-                if deleted:
-                    conn.executemany(DELETE, [(k,) for k in deleted])
-                    conn.execute("update data_version set version = version + 1 where k = 0")
-                    effects = Effects(touched=list(deleted))
-                    effects.changes = [(k, None, 0, -1) for k in deleted]
-                    version = conn.execute(
-                        "select version from data_version where k = 0"
-                    ).fetchone()[0]
-                    for listener in self.commit_listeners:
-                        listener(conn, version, effects)
-                row = conn.execute(
-                    "select min(expiration_ms) from kv where expiration_ms >= 0"
-                ).fetchone()
-                conn.execute("commit")
-            except sqlite3.Error as exc:
-                log.error("expiry sweep failed: %s", exc)
-                _rollback(conn)
-                deleted = []
-                row = (None,)
-        self.stats_sweeps += 1
-        self.stats_expired += len(deleted)
-        next_due = now + SWEEP_INTERVAL_MS
-        if row[0] is not None:
-            next_due = min(next_due, row[0])
-        self._next_sweep_ms = next_due
+    def _sweep_batch(self) -> None:
+        """Delete up to SWEEP_BATCH expired keys in one commit that bumps the version by one."""
+        found: list[int | None] = []
+
+        def step(tx: Tx) -> None:
+            keys = tables.expired_keys(tx.conn, tx.now_ms, SWEEP_BATCH)
+            if keys:
+                tables.delete_many(tx.conn, keys)
+                tx.new_version(step=1)
+                for key in keys:
+                    tx.effects.delete_key(key)
+                tx.effects.touched += keys
+            found.append(len(keys))
+            found.append(tables.earliest_expiry(tx.conn))
+
+        try:
+            _, tx = self._transaction(step)
+        except Exception as exc:
+            self._failed("expiry sweep", exc)
+            self._next_sweep_ms = now_ms() + SWEEP_RETRY_MS
+            return
+        deleted, earliest = found
+        assert deleted is not None
+        self._next_sweep_ms = now_ms() + SWEEP_INTERVAL_MS
+        if deleted >= SWEEP_BATCH:
+            self._next_sweep_ms = 0  # more to do: the next batch after what is queued
+        elif earliest is not None:
+            self._next_sweep_ms = min(self._next_sweep_ms, earliest)
         if deleted:
-            log.debug("expired %d keys", len(deleted))
-            self._on_touched(deleted)
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("rollback")
-    except sqlite3.Error:
-        pass
+            self.stats.sweeps += 1
+            self.stats.expired += deleted
+            log.debug("expired %d keys", deleted)
+            self._after_commit(tx.effects, tx.version)
 
 
 def _resolve(group: Iterable[_Pending], results: list[WriteResult | BaseException]) -> None:
@@ -321,6 +560,8 @@ def _resolve(group: Iterable[_Pending], results: list[WriteResult | BaseExceptio
         if pending.loop is None:
             fut = pending.future
             assert isinstance(fut, Future)
+            if fut.done():
+                continue
             if isinstance(result, BaseException):
                 fut.set_exception(result)
             else:

@@ -6,8 +6,12 @@ bootstrap resumes where it stopped. Following polls the generation's logs;
 each new segment is added to the redo log and applied in one transaction
 together with the cursor, so a segment is never applied twice or partly.
 When the primary starts a new generation, the follower finishes the old one
-and steps over when the old one reaches the new snapshot's point; otherwise
-it swaps in the new snapshot in one transaction.
+and steps over when the old one reaches the new snapshot's point; otherwise it
+stages the new snapshot beside the served data (a range at a time) and swaps it
+in with one transaction.
+
+Every change to the file is a job on the engine's writer, so watchers of the
+keys that changed are woken by the writer like on a primary.
 """
 
 from __future__ import annotations
@@ -16,18 +20,19 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from denokv import tables
 from denokv.engine import Engine
+from denokv.writer import Tx
+from replica import staging
 from replica import timetravel as tt
 from timemachine import layout
-from timemachine.codec import LogEntry, decode_segment, decode_snapshot
+from timemachine.codec import LogEntry, decode_segment, decode_snapshot_range
 from timemachine.restore import Generation, list_generations
-from timemachine.snapshot import insert_entries
+from timemachine.snapshot import store_range
 from timemachine.store import ObjectStore
 
 log = logging.getLogger("denokv.replica")
@@ -78,42 +83,43 @@ class FollowerStats:
 
 
 class Follower:
-    def __init__(
-        self,
-        engine: Engine,
-        store: ObjectStore,
-        prefix: str,
-        *,
-        on_applied: Callable[[list[bytes]], None] | None = None,
-    ) -> None:
+    name = "replica"
+
+    def __init__(self, engine: Engine, store: ObjectStore, prefix: str) -> None:
         if engine.writer is None:
             raise ValueError("a replica needs its database file writable")
         self.engine = engine
         self.store = store
         self.prefix = prefix
         self.stats = FollowerStats()
-        self._on_applied = on_applied or engine.watches.notify
         self._known: dict[str, Generation] = {}  # a generation's differential never changes
-        self._job(tt.create_tables)
+        self.stale_after_s = 10.0  # /readyz fails when S3 was not polled for this long
+        engine.run_sync(self._create_tables, name="replica tables")
+
+    @staticmethod
+    def _create_tables(tx: Tx) -> None:
+        tt.create_tables(tx.conn)
+        staging.create_tables(tx.conn)
 
     # -- one pass ---------------------------------------------------------------------
 
     async def sync(self, apply: bool = True) -> None:
         """Bootstrap if needed, fetch new segments, and (if `apply`) move to the latest."""
-        state = await self._ajob(tt.get_state)
+        state = await self._state()
         generations = await list_generations(self.store, self.prefix, self._known)
         if not generations:
             raise LookupError("no complete backup generation in the store yet")
         newest = generations[-1]
         if state.get("bootstrapped") != "1":
             await self._bootstrap(newest)
-            state = await self._ajob(tt.get_state)
+            state = await self._state()
         generation = state["generation"]
         await self._fetch_logs(generation, apply)
         if newest.name != generation and apply:
             await self._switch_generation(newest)
-        self.stats.generation = (await self._ajob(tt.get_state)).get("generation")
-        self.stats.applied12 = await self._ajob(tt.current12)
+        state = await self._state()
+        self.stats.generation = state.get("generation")
+        self.stats.applied12 = _current12(state)
         self.stats.bootstrapped = True
         self.stats.last_poll = time.time()
 
@@ -136,28 +142,24 @@ class Follower:
     # -- bootstrap ----------------------------------------------------------------------
 
     async def _bootstrap(self, gen: Generation) -> None:
-        state = await self._ajob(tt.get_state)
+        state = await self._state()
         if state.get("bootstrap_generation") != gen.name:
             # A fresh start (or a bootstrap of a generation that is gone): begin again.
-            def reset(conn: sqlite3.Connection) -> None:
-                with _transaction(conn):
-                    for table in (
-                        "kv",
-                        "denokv_tt_redo",
-                        "denokv_tt_undo",
-                        "denokv_replica_snapshot_ranges",
-                    ):
-                        conn.execute(f"delete from {table}")
-                    tt.set_state(conn, bootstrap_generation=gen.name, bootstrapped="0")
+            def reset(tx: Tx) -> None:
+                tables.clear_kv(tx.conn)
+                tables.clear_queues(tx.conn)
+                tt.clear_logs(tx.conn)
+                tx.conn.execute("delete from denokv_replica_snapshot_ranges")
+                tt.set_state(tx.conn, bootstrap_generation=gen.name, bootstrapped="0")
 
-            await self._ajob(reset)
+            await self.engine.run(reset, name="replica reset")
         objects = await self.store.list(
             layout.generation_prefix(self.prefix, gen.name) + "snapshots/"
         )
         done = {
             row[0]
-            for row in await self._ajob(
-                lambda c: c.execute(
+            for row in await self.engine.run(
+                lambda tx: tx.conn.execute(
                     "select object from denokv_replica_snapshot_ranges where pulled = 1"
                 ).fetchall()
             )
@@ -174,44 +176,39 @@ class Follower:
         async def fetch(key: str) -> None:
             async with slots:
                 body = await self.store.get(key)
-            rows = decode_snapshot(body, key)
+                snapshot = decode_snapshot_range(body, key)
 
-            def store_range(conn: sqlite3.Connection) -> None:
-                with _transaction(conn):
-                    insert_entries(conn, rows)
-                    conn.execute(
+                def store_one(tx: Tx) -> None:
+                    store_range(tx.conn, snapshot)
+                    tx.conn.execute(
                         "insert or replace into denokv_replica_snapshot_ranges values (?, 1)",
                         (key,),
                     )
 
-            await self._ajob(store_range)
+                await self.engine.run(store_one, name="replica bootstrap range")
 
         await asyncio.gather(*(fetch(k) for k in todo))
         base = gen.differential + tt.BOUNDARY
 
-        def finish(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                conn.execute(
-                    "update data_version set version = ? where k = 0",
-                    (int.from_bytes(gen.differential[:8], "big"),),
-                )
-                tt.set_state(
-                    conn,
-                    bootstrapped="1",
-                    generation=gen.name,
-                    cursor="",
-                    base_versionstamp12=base.hex(),
-                    current_versionstamp12=base.hex(),
-                )
+        def finish(tx: Tx) -> None:
+            tx.set_version(int.from_bytes(gen.differential[:8], "big"))
+            tt.set_state(
+                tx.conn,
+                bootstrapped="1",
+                generation=gen.name,
+                cursor="",
+                base_versionstamp12=base.hex(),
+                current_versionstamp12=base.hex(),
+            )
+            tx.wake_all = True
 
-        await self._ajob(finish)
-        self.engine.watches.wake_all()
+        await self.engine.run(finish, name="replica bootstrap")
         log.info("bootstrap done at versionstamp %s", gen.differential.hex())
 
     # -- following ----------------------------------------------------------------------
 
     async def _fetch_logs(self, generation: str, apply: bool) -> None:
-        state = await self._ajob(tt.get_state)
+        state = await self._state()
         cursor = state.get("cursor") or None
         logs = await self.store.list(
             layout.generation_prefix(self.prefix, generation) + "logs/", start_after=cursor
@@ -222,93 +219,110 @@ class Follower:
             body = await self.store.get(obj.key)
             segment_time, entries = decode_segment(body, obj.key)
             timed = [(e, _commit_time(e, segment_time)) for e in entries]
-            moved = await self._ajob(_apply_segment, obj.key, timed, apply)
+            moved = await self.engine.run(
+                lambda tx, key=obj.key, timed=timed: _apply_segment(tx, key, timed, apply),
+                name="replica apply",
+            )
             if moved is not None:
                 self.stats.segments_applied += 1
                 self.stats.last_commit_ms = moved.last_commit_ms or self.stats.last_commit_ms
                 self.stats.applied12 = moved.current12
-                if moved.touched:
-                    self._on_applied(moved.touched)
 
     async def _switch_generation(self, newest: Generation) -> None:
-        current = await self._ajob(tt.current12)
+        current = _current12(await self._state())
         if current >= newest.differential + tt.BOUNDARY:
             # The old generation brought us to (or past) the new snapshot: keep going.
-            await self._ajob(lambda c: _commit(c, generation=newest.name, cursor=""))
+            await self.engine.run(
+                lambda tx: tt.set_state(tx.conn, generation=newest.name, cursor=""),
+                name="replica next generation",
+            )
             log.info("following generation %s", newest.name)
             return
         log.info("generation %s starts past our state; loading its snapshot", newest.name)
         await self._replace_with_snapshot(newest)
 
     async def _replace_with_snapshot(self, gen: Generation) -> None:
+        """Stage the generation's snapshot a range at a time, then swap it in at once."""
+        await self.engine.run(lambda tx: staging.clear(tx.conn), name="replica staging")
         objects = await self.store.list(
             layout.generation_prefix(self.prefix, gen.name) + "snapshots/"
         )
-        rows = []
         for obj in objects:
-            rows += decode_snapshot(await self.store.get(obj.key), obj.key)
+            snapshot = decode_snapshot_range(await self.store.get(obj.key), obj.key)
+            await self.engine.run(
+                lambda tx, snapshot=snapshot: staging.add(tx.conn, snapshot),
+                name="replica staging",
+            )
         base = gen.differential + tt.BOUNDARY
 
-        def swap(conn: sqlite3.Connection) -> None:
+        def swap(tx: Tx) -> None:
             # One transaction: readers see the old state or the new one, never a mix.
-            with _transaction(conn):
-                for table in ("kv", "denokv_tt_redo", "denokv_tt_undo"):
-                    conn.execute(f"delete from {table}")
-                insert_entries(conn, rows)
-                conn.execute(
-                    "update data_version set version = ? where k = 0",
-                    (int.from_bytes(gen.differential[:8], "big"),),
-                )
-                tt.set_state(
-                    conn,
-                    generation=gen.name,
-                    cursor="",
-                    bootstrap_generation=gen.name,
-                    base_versionstamp12=base.hex(),
-                    current_versionstamp12=base.hex(),
-                )
+            staging.swap_in(tx.conn)
+            tt.clear_logs(tx.conn)
+            tx.set_version(int.from_bytes(gen.differential[:8], "big"))
+            tt.set_state(
+                tx.conn,
+                generation=gen.name,
+                cursor="",
+                bootstrap_generation=gen.name,
+                base_versionstamp12=base.hex(),
+                current_versionstamp12=base.hex(),
+            )
+            tx.wake_all = True
 
-        await self._ajob(swap)
-        self.engine.watches.wake_all()
+        await self.engine.run(swap, name="replica snapshot swap")
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _job(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        assert self.engine.writer is not None
-        return self.engine.writer.run_job(fn).result()
+    async def _state(self) -> dict[str, str]:
+        return await self.engine.run(lambda tx: tt.get_state(tx.conn), name="replica state")
 
-    async def _ajob(self, fn: Callable[..., Any], *args: Any) -> Any:
-        assert self.engine.writer is not None
-        return await asyncio.wrap_future(self.engine.writer.run_job(lambda c: fn(c, *args)))
+    # -- health (a `denokv.health.Component`) ------------------------------------------
+
+    def metrics(self) -> Any:
+        return self.stats.metrics()
+
+    def problems(self) -> list[str]:
+        if not self.stats.bootstrapped:
+            return ["bootstrap from S3 not finished"]
+        last = self.stats.last_poll
+        if last is None or time.time() - last > self.stale_after_s:
+            return [f"no successful poll of S3 in the last {self.stale_after_s:.0f} s"]
+        return []
+
+    def status(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "role": "replica",
+            "bootstrapped": stats.bootstrapped,
+            "generation": stats.generation,
+            "applied_versionstamp": stats.applied12[:10].hex(),
+            "lag_seconds": stats.lag_seconds(),
+            "last_poll_ms": None if stats.last_poll is None else stats.last_poll * 1000,
+            "segments_applied_total": stats.segments_applied,
+            "errors": stats.errors,
+        }
 
 
 def _apply_segment(
-    conn: sqlite3.Connection, key: str, timed: list[tuple[LogEntry, int]], apply: bool
+    tx: Tx, key: str, timed: list[tuple[LogEntry, int]], apply: bool
 ) -> tt.Moved | None:
-    with _transaction(conn):
-        current = tt.current12(conn)
-        tt.add_redo(conn, timed, current)
-        tt.set_state(conn, cursor=key)
-        if not apply:
-            return None
-        return tt.checkout(conn, tt.LATEST)
+    current = tt.current12(tx.conn)
+    tt.add_redo(tx.conn, timed, current)
+    tt.set_state(tx.conn, cursor=key)
+    if not apply:
+        return None
+    moved = tt.checkout(tx.conn, tt.LATEST)
+    if moved.current12 != current:
+        tx.set_version(moved.version)
+    tx.effects.touched += moved.touched
+    return moved
 
 
-def _commit(conn: sqlite3.Connection, **state: str) -> None:
-    with _transaction(conn):
-        tt.set_state(conn, **state)
+def _current12(state: dict[str, str]) -> bytes:
+    value = state.get("current_versionstamp12")
+    return bytes.fromhex(value) if value else tt.ZERO12
 
 
 def _commit_time(e: LogEntry, segment_time: int) -> int:
     return e.commit_time_ms if e.commit_time_ms is not None else segment_time
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Any:
-    conn.execute("begin immediate")
-    try:
-        yield
-    except BaseException:
-        conn.execute("rollback")
-        raise
-    conn.execute("commit")

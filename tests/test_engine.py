@@ -53,8 +53,8 @@ async def test_concurrent_writes_share_commits_and_get_distinct_increasing_stamp
     assert len(set(stamps)) == 300
     assert stamps == sorted(stamps), "stamps follow submission order within the queue"
     assert engine.writer is not None
-    assert engine.writer.stats_writes == 300
-    assert engine.writer.stats_commits < 300, "no group commit happened"
+    assert engine.writer.stats.writes == 300
+    assert engine.writer.stats.commits < 300, "no group commit happened"
     gaps = [
         int.from_bytes(b[:8], "big") - int.from_bytes(a[:8], "big")
         for a, b in itertools.pairwise(stamps)
@@ -81,7 +81,7 @@ async def test_a_failing_write_in_a_group_rolls_back_alone(tmp_path: Path) -> No
         assert outcomes[0].ok and outcomes[2].ok
         assert isinstance(outcomes[1], WriteError)
         assert "non-U64 value in the database" in str(outcomes[1])
-        assert eng.writer.stats_commits == 2  # the setup write, then one group of three
+        assert eng.writer.stats.commits == 2  # the setup write, then one group of three
         got = eng.get_entries([b"before", b"partial", b"after"])
         assert [e is not None for e in got] == [True, False, True]
         # The failed write did not consume a version either.

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import zstandard
 from google.protobuf import unknown_fields
 
+from denokv.effects import QueueChange
 from denokv.proto import backup_pb2 as pb
-from denokv.redo_log import RedoEntry
+from denokv.redo_log import RedoEntry, decode_queue_change, fill_queue_change, read_queue_change
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 COMPRESSIONS = ("zstd", "none")
@@ -39,12 +40,25 @@ class SnapshotEntry:
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
+    """One logged change: a key's new state, or (`queue` set) a change to the queue tables."""
+
     versionstamp12: bytes
     key: bytes
     value: bytes | None
     encoding: int
     expire_at_ms: int
     commit_time_ms: int | None  # set on commit boundaries we wrote
+    queue: QueueChange | None = None
+
+    @property
+    def is_boundary(self) -> bool:
+        return self.versionstamp12.endswith(b"\xff\xff")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRange:
+    entries: list[SnapshotEntry]
+    queue: list[QueueChange]  # QUEUE_PUT / RUNNING_PUT rows held at the snapshot
 
 
 def compress(body: bytes, compression: str) -> bytes:
@@ -62,21 +76,40 @@ def decompress(body: bytes, name: str) -> bytes:
     return body
 
 
-def encode_snapshot(entries: Iterable[SnapshotEntry], compression: str) -> bytes:
+def encode_snapshot(
+    entries: Iterable[SnapshotEntry], compression: str, queue: Iterable[QueueChange] = ()
+) -> bytes:
     msg = pb.BackupSnapshotRange()
     for e in entries:
         msg.data_list.add(key=b"d" + e.key, value=e.value)
         meta = e.versionstamp + bytes([e.encoding]) + struct.pack("<q", e.expire_at_ms)
         msg.metadata_list.add(key=b"m" + e.key, value=meta)
+    for change in queue:
+        fill_queue_change(msg.queue_rows.add(), change)
     return compress(msg.SerializeToString(), compression)
 
 
+def decode_snapshot_range(body: bytes, name: str) -> SnapshotRange:
+    """A snapshot object's keys and, when we wrote it, the queue's messages."""
+    msg = _parse_snapshot(body, name)
+    queue = [_queue_change(q, name) for q in msg.queue_rows]
+    return SnapshotRange(_snapshot_entries(msg, name), queue)
+
+
 def decode_snapshot(body: bytes, name: str) -> list[SnapshotEntry]:
+    return _snapshot_entries(_parse_snapshot(body, name), name)
+
+
+def _parse_snapshot(body: bytes, name: str) -> pb.BackupSnapshotRange:
     msg = pb.BackupSnapshotRange()
     try:
         msg.ParseFromString(decompress(body, name))
     except Exception as exc:
         raise CorruptObject(f"{name}: not a snapshot range: {exc}") from None
+    return msg
+
+
+def _snapshot_entries(msg: pb.BackupSnapshotRange, name: str) -> list[SnapshotEntry]:
     if len(msg.data_list) != len(msg.metadata_list):
         raise CorruptObject(f"{name}: data and metadata lists differ in length")
     out = []
@@ -92,9 +125,18 @@ def decode_snapshot(body: bytes, name: str) -> list[SnapshotEntry]:
 
 
 def encode_segment(entries: list[RedoEntry], compression: str) -> bytes:
+    """Key changes go to upstream's `entries`, queue changes to our own field 15."""
     msg = pb.BackupMutationRange(timestamp_ms=entries[-1].timestamp_ms if entries else 0)
-    boundaries: list[int] = []
-    for i, e in enumerate(entries):
+    boundaries: list[tuple[int, int]] = []  # (index in entries, commit time)
+    for e in entries:
+        if e.is_queue_change:
+            out = fill_queue_change(
+                msg.queue_changes.add(versionstamp=e.versionstamp12),
+                decode_queue_change(e.value or b""),
+            )
+            if e.is_boundary:
+                out.commit_timestamp_ms = e.timestamp_ms
+            continue
         msg.entries.add(
             versionstamp=e.versionstamp12,
             kind=pb.MK_CLEAR if e.value is None else pb.MK_SET,
@@ -104,23 +146,27 @@ def encode_segment(entries: list[RedoEntry], compression: str) -> bytes:
             expire_at_ms=max(e.expire_at_ms, 0),
         )
         if e.is_boundary:
-            boundaries.append(i)
-    body = _with_commit_times(msg, entries, boundaries)
+            boundaries.append((len(msg.entries) - 1, e.timestamp_ms))
+    body = _with_commit_times(msg, boundaries)
     return compress(body, compression)
 
 
-def _with_commit_times(
-    msg: pb.BackupMutationRange, entries: list[RedoEntry], boundaries: list[int]
-) -> bytes:
+def _with_commit_times(msg: pb.BackupMutationRange, boundaries: list[tuple[int, int]]) -> bytes:
     # Append field 7 to boundary entries by hand: the schema stays upstream's.
-    for i in boundaries:
-        entry = msg.entries[i]
-        extra = _varint(_COMMIT_TIME_TAG) + _varint(entries[i].timestamp_ms)
-        entry.MergeFromString(extra)
+    for i, commit_time in boundaries:
+        msg.entries[i].MergeFromString(_varint(_COMMIT_TIME_TAG) + _varint(commit_time))
     return msg.SerializeToString()
 
 
+def _queue_change(msg: pb.BackupQueueChange, name: str) -> QueueChange:
+    try:
+        return read_queue_change(msg)
+    except ValueError:
+        raise CorruptObject(f"{name}: unknown queue change kind {msg.kind}") from None
+
+
 def decode_segment(body: bytes, name: str) -> tuple[int, list[LogEntry]]:
+    """The segment's time and its changes, key and queue changes merged in versionstamp order."""
     msg = pb.BackupMutationRange()
     try:
         msg.ParseFromString(decompress(body, name))
@@ -128,9 +174,7 @@ def decode_segment(body: bytes, name: str) -> tuple[int, list[LogEntry]]:
         raise CorruptObject(f"{name}: not a log segment: {exc}") from None
     out = []
     for e in msg.entries:
-        if len(e.versionstamp) != 12:
-            raise CorruptObject(f"{name}: versionstamp of {len(e.versionstamp)} bytes")
-        commit_time = _unknown_varint(e, 7)
+        _check_stamp(e.versionstamp, name)
         cleared = e.kind == pb.MK_CLEAR
         out.append(
             LogEntry(
@@ -139,10 +183,21 @@ def decode_segment(body: bytes, name: str) -> tuple[int, list[LogEntry]]:
                 None if cleared else e.value,
                 e.value_encoding,
                 e.expire_at_ms or -1,
-                commit_time,
+                _unknown_varint(e, 7),
             )
         )
+    if msg.queue_changes:
+        for q in msg.queue_changes:
+            _check_stamp(q.versionstamp, name)
+            when = q.commit_timestamp_ms or None
+            out.append(LogEntry(q.versionstamp, b"", None, 0, -1, when, _queue_change(q, name)))
+        out.sort(key=lambda entry: entry.versionstamp12)
     return msg.timestamp_ms, out
+
+
+def _check_stamp(stamp: bytes, name: str) -> None:
+    if len(stamp) != 12:
+        raise CorruptObject(f"{name}: versionstamp of {len(stamp)} bytes")
 
 
 def _unknown_varint(msg: object, field: int) -> int | None:

@@ -4,28 +4,61 @@ Picks the generation that covers the point, loads its snapshot, replays its
 log segments up to the last commit boundary at or before the point, and
 writes the file atomically (a temporary file renamed into place), so the
 target path never holds a half-written database.
+
+Memory stays bounded whatever the size of the backup: objects are downloaded a
+few at a time and written as they arrive, and log entries wait in a temporary
+table (on disk) until they are replayed in versionstamp order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from denokv.redo_log import BOUNDARY
-from denokv.schema import migrate
+from denokv import tables
+from denokv.effects import replay_queue_change
+from denokv.redo_log import BOUNDARY, decode_queue_change, encode_queue_change
 from timemachine import layout
-from timemachine.codec import LogEntry, decode_segment, decode_snapshot
-from timemachine.snapshot import insert_entries
+from timemachine.codec import LogEntry, decode_segment, decode_snapshot_range
+from timemachine.snapshot import store_range
 from timemachine.store import ObjectNotFound, ObjectStore
 
-DOWNLOAD_CONCURRENCY = 16
+DOWNLOAD_CONCURRENCY = 8  # objects in memory at once, at most
+REPLAY_BATCH = 50_000  # log entries per commit while replaying
 MAX12 = b"\xff" * 12
+
+STAGING = """
+create temp table restore_log (
+  versionstamp12 blob primary key,
+  commit_time_ms integer,
+  k blob not null,
+  v blob,
+  v_encoding integer not null,
+  expiration_ms integer not null,
+  queue blob
+) without rowid
+"""
+STAGE_ENTRY = "insert or ignore into restore_log values (?, ?, ?, ?, ?, ?, ?)"
+FIRST_BOUNDARY_AFTER_TIME = (
+    "select min(versionstamp12) from restore_log "
+    "where substr(versionstamp12, 11, 2) = x'ffff' and commit_time_ms > ?"
+)
+LAST_BOUNDARY_BEFORE = (
+    "select versionstamp12, commit_time_ms from restore_log "
+    "where substr(versionstamp12, 11, 2) = x'ffff' and versionstamp12 <= ? "
+    "order by versionstamp12 desc limit 1"
+)
+ENTRIES_THROUGH = (
+    "select versionstamp12, k, v, v_encoding, expiration_ms, queue from restore_log "
+    "where versionstamp12 <= ? order by versionstamp12"
+)
 
 
 class RestoreError(Exception):
@@ -149,18 +182,16 @@ async def _build(
     try:
         conn.execute("pragma journal_mode = wal")
         conn.execute("pragma synchronous = off")  # made durable once, at the end
-        migrate(conn)
-        conn.execute("begin")
+        tables.migrate(conn)
+        conn.execute(STAGING)
         await _load_snapshot(store, prefix, gen, conn, progress)
-        entries = await _load_logs(store, prefix, gen, point, progress)
-        applied, stamp, when = _replay(conn, gen, point, entries)
-        version = int.from_bytes(stamp[:8], "big")
-        conn.execute("update data_version set version = ? where k = 0", (version,))
-        conn.execute("commit")
+        await _load_logs(store, prefix, gen, point, conn, progress)
+        applied, stamp, when = _replay(conn, gen, point)
+        conn.execute("drop table temp.restore_log")
         conn.execute("pragma wal_checkpoint(truncate)")
         conn.execute("pragma journal_mode = delete")
         conn.execute("pragma synchronous = full")
-        (count,) = conn.execute("select count(*) from kv").fetchone()
+        count = tables.count_kv(conn)
     finally:
         conn.close()
     with open(path, "rb+") as f:
@@ -171,23 +202,24 @@ async def _build(
 async def _load_snapshot(
     store: ObjectStore, prefix: str, gen: Generation, conn: sqlite3.Connection,
     progress: Progress | None,
-) -> int:  # fmt: skip
+) -> None:  # fmt: skip
+    """Write every snapshot range into the file, each in a transaction of its own."""
     objects = await store.list(layout.generation_prefix(prefix, gen.name) + "snapshots/")
-    total = 0
-    downloaded = _in_order(await _download(store, [o.key for o in objects]))
-    for done, (body, name) in enumerate(downloaded, 1):
-        rows = decode_snapshot(body, name)
-        insert_entries(conn, rows)
-        total += len(rows)
+    done = 0
+    async for key, body in _download(store, [o.key for o in objects]):
+        snapshot = decode_snapshot_range(body, key)
+        with tables.transaction(conn):
+            store_range(conn, snapshot)
+        done += 1
         if progress:
             progress("snapshot", done, len(objects))
-    return total
 
 
 async def _load_logs(
-    store: ObjectStore, prefix: str, gen: Generation, point: Point, progress: Progress | None
-) -> dict[bytes, tuple[LogEntry, int]]:
-    """Every log entry after the snapshot, keyed by versionstamp12 (repeats collapse)."""
+    store: ObjectStore, prefix: str, gen: Generation, point: Point, conn: sqlite3.Connection,
+    progress: Progress | None,
+) -> None:  # fmt: skip
+    """Stage every log entry after the snapshot (repeats collapse by versionstamp)."""
     base = gen.differential + BOUNDARY
     limit = point.versionstamp + BOUNDARY if point.versionstamp is not None else MAX12
     wanted = []
@@ -199,64 +231,92 @@ async def _load_logs(
         if name.last12 <= base or name.first12 > limit:
             continue
         wanted.append(obj.key)
-    entries: dict[bytes, tuple[LogEntry, int]] = {}
-    for done, (body, key) in enumerate(_in_order(await _download(store, wanted)), 1):
-        segment_time, rows = decode_segment(body, key)
-        for e in rows:
-            if e.versionstamp12 > base:
-                entries.setdefault(e.versionstamp12, (e, segment_time))
+    done = 0
+    async for key, body in _download(store, wanted):
+        segment_time, entries = decode_segment(body, key)
+        with tables.transaction(conn):
+            conn.executemany(
+                STAGE_ENTRY,
+                (_staged(e, segment_time) for e in entries if e.versionstamp12 > base),
+            )
+        done += 1
         if progress:
             progress("logs", done, len(wanted))
-    return entries
+
+
+def _staged(e: LogEntry, segment_time: int) -> tuple[object, ...]:
+    commit_time = e.commit_time_ms if e.commit_time_ms is not None else segment_time
+    queue = None if e.queue is None else encode_queue_change(e.queue)
+    return (e.versionstamp12, commit_time, e.key, e.value, e.encoding, e.expire_at_ms, queue)
 
 
 def _replay(
-    conn: sqlite3.Connection,
-    gen: Generation,
-    point: Point,
-    entries: dict[bytes, tuple[LogEntry, int]],
+    conn: sqlite3.Connection, gen: Generation, point: Point
 ) -> tuple[int, bytes, int | None]:
     """Apply whole commits up to the point; return (entries applied, versionstamp, time)."""
-    ordered = [entries[k] for k in sorted(entries)]
-    cut = 0  # entries before this index form complete commits within the point
-    stamp, when = gen.differential, None
-    for i, (e, segment_time) in enumerate(ordered):
-        if not e.versionstamp12.endswith(BOUNDARY):
-            continue
-        commit_time = e.commit_time_ms if e.commit_time_ms is not None else segment_time
-        if point.versionstamp is not None and e.versionstamp12[:10] > point.versionstamp:
-            break
-        if point.time_ms is not None and commit_time > point.time_ms:
-            break
-        cut, stamp, when = i + 1, e.versionstamp12[:10], commit_time
-    for e, _ in ordered[:cut]:
-        version = int.from_bytes(e.versionstamp12[:8], "big")
-        if e.value is None:
-            conn.execute("delete from kv where k = ?", (e.key,))
-        else:
-            conn.execute(
-                "insert or replace into kv (k, v, v_encoding, version, seq, expiration_ms) "
-                "values (?, ?, ?, ?, 0, ?)",
-                (e.key, e.value, e.encoding, version, e.expire_at_ms),
-            )
-    return cut, stamp, when
+    limit = point.versionstamp + BOUNDARY if point.versionstamp is not None else MAX12
+    if point.time_ms is not None:
+        (too_late,) = conn.execute(FIRST_BOUNDARY_AFTER_TIME, (point.time_ms,)).fetchone()
+        if too_late is not None:
+            limit = min(limit, too_late[:10] + b"\x00\x00")
+    found = conn.execute(LAST_BOUNDARY_BEFORE, (limit,)).fetchone()
+    if found is None:  # nothing logged before the point: the snapshot is the state
+        with tables.transaction(conn):
+            tables.set_data_version(conn, int.from_bytes(gen.differential[:8], "big"))
+        return 0, gen.differential, None
+    cut, when = found
+    applied = 0
+    rows = conn.execute(ENTRIES_THROUGH, (cut,))
+    while batch := rows.fetchmany(REPLAY_BATCH):
+        with tables.transaction(conn):
+            for vs12, k, v, enc, exp, queue in batch:
+                _apply(conn, vs12, k, v, enc, exp, queue)
+        applied += len(batch)
+    with tables.transaction(conn):
+        tables.set_data_version(conn, int.from_bytes(cut[:8], "big"))
+    return applied, cut[:10], when
 
 
-async def _download(store: ObjectStore, keys: list[str]) -> list[tuple[bytes, str]]:
-    slots = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
+def _apply(
+    conn: sqlite3.Connection,
+    vs12: bytes,
+    key: bytes,
+    value: bytes | None,
+    encoding: int,
+    expire_at_ms: int,
+    queue: bytes | None,
+) -> None:
+    if queue is not None:
+        replay_queue_change(conn, decode_queue_change(queue))
+    elif value is None:
+        tables.delete(conn, key)
+    else:
+        version = int.from_bytes(vs12[:8], "big")
+        tables.put_rows(conn, [tables.KvRow(key, value, encoding, version, 0, expire_at_ms)])
 
-    async def one(key: str) -> tuple[bytes, str]:
-        async with slots:
-            try:
-                return await store.get(key), key
-            except ObjectNotFound:
-                raise RestoreError(f"object {key} disappeared during the restore") from None
 
-    return list(await asyncio.gather(*(one(k) for k in keys)))
+async def _download(store: ObjectStore, keys: list[str]) -> AsyncIterator[tuple[str, bytes]]:
+    """Each object's body in key order, with at most DOWNLOAD_CONCURRENCY fetched ahead."""
 
+    async def one(key: str) -> bytes:
+        try:
+            return await store.get(key)
+        except ObjectNotFound:
+            raise RestoreError(f"object {key} disappeared during the restore") from None
 
-def _in_order(items: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
-    return sorted(items, key=lambda item: item[1])
+    pending: collections.deque[tuple[str, asyncio.Task[bytes]]] = collections.deque()
+    try:
+        for key in keys:
+            pending.append((key, asyncio.create_task(one(key))))
+            if len(pending) >= DOWNLOAD_CONCURRENCY:
+                first, task = pending.popleft()
+                yield first, await task
+        while pending:
+            first, task = pending.popleft()
+            yield first, await task
+    finally:
+        for _, task in pending:
+            task.cancel()
 
 
 def _fsync_dir(directory: Path) -> None:

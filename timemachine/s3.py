@@ -94,9 +94,7 @@ class S3Store:
         paginator = s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(**kwargs):
             for item in page.get("Contents", ()):
-                out.append(
-                    ObjectInfo(item["Key"], item["Size"], item["LastModified"].timestamp())
-                )
+                out.append(ObjectInfo(item["Key"], item["Size"], item["LastModified"].timestamp()))
         out.sort(key=lambda o: o.key)
         return out
 

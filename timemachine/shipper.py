@@ -21,12 +21,16 @@ import logging
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from denokv import redo_log
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from denokv import redo_log, tables
 from denokv.engine import Engine
-from denokv.operations import versionstamp
-from denokv.redo_log import BOUNDARY, RedoEntry
+from denokv.redo_log import BOUNDARY, RedoEntry, RedoLog
+from denokv.writer import Tx
 from timemachine import layout
 from timemachine.codec import encode_segment
 from timemachine.retention import doomed_generations
@@ -46,6 +50,7 @@ class ShipperOptions:
     retention_s: float = 7 * 24 * 3600
     max_segment_entries: int = 50_000
     max_backoff_s: float = 30.0
+    ready_max_lag_s: float = 300.0  # /readyz fails while the oldest unshipped commit is older
 
 
 @dataclass
@@ -66,9 +71,10 @@ class Shipper:
     def __init__(
         self, engine: Engine, store: ObjectStore, prefix: str, options: ShipperOptions
     ) -> None:
-        if engine.writer is None:
-            raise ValueError("backups need a writable database")
+        if engine.writer is None or engine.redo is None:
+            raise ValueError("backups need a writable database with redo capture on")
         self.engine = engine
+        self.redo: RedoLog = engine.redo
         self.store = store
         self.prefix = prefix
         self.options = options
@@ -91,11 +97,15 @@ class Shipper:
             except Exception as exc:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                entries, _, oldest = await asyncio.to_thread(redo_log.backlog, self._reader)
-                lag = "" if oldest is None else f", oldest {time.time() - oldest / 1000:.0f} s old"
+                backlog = self.redo.backlog()
+                lag = (
+                    ""
+                    if backlog.oldest_ms is None
+                    else (f", oldest {redo_log.backlog_age_s(backlog):.0f} s old")
+                )
                 log.warning(
                     "shipping failed (%s); %d entries waiting%s; retrying",
-                    self.stats.last_error, entries, lag,
+                    self.stats.last_error, backlog.entries, lag,
                 )  # fmt: skip
                 delay = min(self.options.max_backoff_s, 0.5 * 2**attempt) * random.uniform(0.5, 1)
                 attempt += 1
@@ -140,10 +150,7 @@ class Shipper:
             shipped += len(entries)
 
     def _newest_captured(self) -> bytes | None:
-        (newest,) = self._reader.execute(
-            "select max(versionstamp12) from denokv_redo_log"
-        ).fetchone()
-        return newest
+        return redo_log.newest(self._reader)
 
     def _read_complete_commits(self, through: bytes | None) -> list[RedoEntry]:
         limit = self.options.max_segment_entries
@@ -173,16 +180,22 @@ class Shipper:
         self.stats.entries += len(entries)
         self.stats.bytes += len(body)
 
-    async def _record(self, shipped_through: bytes, generation: str | None = None) -> None:
+    async def _record(
+        self, shipped_through: bytes, generation: str | None = None, covered: bytes | None = None
+    ) -> None:
         state = {"shipped_through": shipped_through.hex()}
         if generation is not None:
             state["generation"] = generation
             state["generation_started_ms"] = str(self._generation_started_ms)
-        writer = self.engine.writer
-        assert writer is not None
-        await asyncio.wrap_future(
-            writer.run_job(lambda conn: redo_log.trim(conn, shipped_through, state))
-        )
+        covered_version = None if covered is None else int.from_bytes(covered[:8], "big")
+
+        def trim(tx: Tx) -> None:
+            self.redo.trim(tx.conn, shipped_through, state)
+            if covered_version is not None:
+                # The new generation's snapshot holds whatever was committed uncaptured.
+                self.redo.clear_uncaptured(tx.conn, covered_version)
+
+        await self.engine.run(trim, name="backup trim")
         self.stats.shipped_through = shipped_through
         if generation is not None:
             self.stats.generation = generation
@@ -191,28 +204,18 @@ class Shipper:
 
     async def _continuous(self) -> bool:
         """Is the local file still the continuation of the generation we ship to?"""
-        state = await asyncio.to_thread(redo_log.read_state, self._reader)
+        state, current = await asyncio.to_thread(self._state_and_version)
         if state.get("generation") != self.stats.generation:
             return False
-        current, captured = await asyncio.to_thread(self._current_version_and_max_captured)
-        if current > captured:
+        captured = int(state.get(redo_log.CAPTURED_VERSION, "0"))
+        if state.get(redo_log.UNCAPTURED_AT) or current > captured:
             log.info("commits were made without redo capture; starting a new generation")
             return False
         return True
 
-    def _current_version_and_max_captured(self) -> tuple[bytes, bytes]:
-        conn = self._reader
-        conn.execute("begin")
-        try:
-            (version,) = conn.execute("select version from data_version where k = 0").fetchone()
-            (newest,) = conn.execute("select max(versionstamp12) from denokv_redo_log").fetchone()
-            marker = redo_log.read_state(conn).get("captured_version")
-        finally:
-            conn.execute("commit")
-        captured = max(newest or ZERO12, self.stats.shipped_through)[:10]
-        if marker is not None:
-            captured = max(captured, versionstamp(int(marker)))
-        return versionstamp(version), captured
+    def _state_and_version(self) -> tuple[dict[str, str], int]:
+        with tables.read_snapshot(self._reader) as conn:
+            return redo_log.read_state(conn), tables.data_version(conn)
 
     async def resume(self) -> None:
         """Pick up the generation a previous run was shipping to, if S3 still has it."""
@@ -251,7 +254,7 @@ class Shipper:
         )
         self._generation_started_ms = now_ms
         through = max(stamp + BOUNDARY, self.stats.shipped_through)
-        await self._record(shipped_through=through, generation=generation)
+        await self._record(shipped_through=through, generation=generation, covered=stamp)
         self.stats.generations += 1
         log.info("started backup generation %s at %s (%d keys)", generation, stamp.hex(), count)
         return generation
@@ -278,6 +281,50 @@ class Shipper:
 
     def close(self) -> None:
         self._reader.close()
+
+    # -- health (a `denokv.health.Component`) ----------------------------------------
+
+    name = "shipper"
+
+    def metrics(self) -> Iterator[Any]:
+        stats = self.stats
+        yield CounterMetricFamily(
+            "denokv_s3_segments_shipped", "Log segments uploaded", value=stats.segments
+        )
+        yield CounterMetricFamily(
+            "denokv_s3_bytes_shipped", "Bytes of log segments uploaded", value=stats.bytes
+        )
+        yield CounterMetricFamily(
+            "denokv_s3_errors", "Failed shipping attempts", value=stats.errors
+        )
+        yield CounterMetricFamily(
+            "denokv_s3_generations", "Backup generations started", value=stats.generations
+        )
+        if stats.last_success is not None:
+            yield GaugeMetricFamily(
+                "denokv_s3_last_success_timestamp_seconds",
+                "When shipping last succeeded",
+                value=stats.last_success,
+            )
+
+    def problems(self) -> list[str]:
+        age = redo_log.backlog_age_s(self.redo.backlog())
+        if age > self.options.ready_max_lag_s:
+            return [f"backup is more than {self.options.ready_max_lag_s:.0f} s behind"]
+        return []
+
+    def status(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "generation": stats.generation,
+            "generation_started_ms": self._generation_started_ms or None,
+            "shipped_through": stats.shipped_through.hex(),
+            "last_upload_ms": None if stats.last_success is None else stats.last_success * 1000,
+            "segments_total": stats.segments,
+            "bytes_total": stats.bytes,
+            "errors": stats.errors,
+            "last_error": stats.last_error,
+        }
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:

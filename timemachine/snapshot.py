@@ -13,8 +13,10 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from denokv import tables
+from denokv.effects import QueueChange, QueueChangeKind, replay_queue_change
 from denokv.operations import versionstamp
-from timemachine.codec import SnapshotEntry, encode_snapshot
+from timemachine.codec import SnapshotEntry, SnapshotRange, encode_snapshot
 
 CHUNK_ENTRIES = 20_000
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -44,27 +46,27 @@ async def read_snapshot(
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("begin")
-            version = conn.execute("select version from data_version where k = 0").fetchone()[0]
+            version = tables.data_version(conn)
             loop.call_soon_threadsafe(started.set_result, versionstamp(version))
-            rows = conn.execute(
-                "select k, v, v_encoding, version, expiration_ms from kv "
-                "where expiration_ms < 0 or expiration_ms > ? order by k",
-                (now_ms,),
-            )
             batch: list[SnapshotEntry] = []
             size = 0
             seq = 0
-            for k, v, enc, ver, exp in rows:
+            for row in tables.live_rows(conn, now_ms):
                 if stop.is_set():
                     return
-                batch.append(SnapshotEntry(k, v, enc, versionstamp(ver), exp))
-                size += len(k) + len(v) + 19
+                batch.append(
+                    SnapshotEntry(
+                        row.key, row.value, row.encoding, row.versionstamp, row.expire_at_ms
+                    )
+                )
+                size += len(row.key) + len(row.value) + 19
                 if len(batch) >= CHUNK_ENTRIES or size >= CHUNK_BYTES:
                     _hand_over(SnapshotChunk(seq, encode_snapshot(batch, compression), len(batch)))
                     seq += 1
                     batch, size = [], 0
-            if batch or seq == 0:
-                _hand_over(SnapshotChunk(seq, encode_snapshot(batch, compression), len(batch)))
+            # The queue's messages ride in the last range (bounded by the queue's size).
+            queue = _queue_state(conn)
+            _hand_over(SnapshotChunk(seq, encode_snapshot(batch, compression, queue), len(batch)))
             _hand_over(None)
         except BaseException as exc:
             if not started.done():
@@ -101,13 +103,18 @@ async def read_snapshot(
     return stamp, iterate()
 
 
-def insert_entries(conn: sqlite3.Connection, entries: list[SnapshotEntry]) -> None:
-    """Write snapshot entries into a Deno-layout `kv` table (replacing any same key)."""
-    conn.executemany(
-        "insert or replace into kv (k, v, v_encoding, version, seq, expiration_ms) "
-        "values (?, ?, ?, ?, ?, ?)",
-        [
-            (
+def _queue_state(conn: sqlite3.Connection) -> list[QueueChange]:
+    waiting = [QueueChange(QueueChangeKind.QUEUE_PUT, r) for r in tables.queued_rows(conn)]
+    running = [QueueChange(QueueChangeKind.RUNNING_PUT, r) for r in tables.running_rows(conn)]
+    return waiting + running
+
+
+def store_range(conn: sqlite3.Connection, snapshot: SnapshotRange) -> None:
+    """Write a snapshot range's keys and queue rows into Deno's tables (replacing any)."""
+    tables.put_rows(
+        conn,
+        (
+            tables.KvRow(
                 e.key,
                 e.value,
                 e.encoding,
@@ -115,6 +122,8 @@ def insert_entries(conn: sqlite3.Connection, entries: list[SnapshotEntry]) -> No
                 int.from_bytes(e.versionstamp[8:], "big"),
                 e.expire_at_ms,
             )
-            for e in entries
-        ],
+            for e in snapshot.entries
+        ),
     )
+    for change in snapshot.queue:
+        replay_queue_change(conn, change)

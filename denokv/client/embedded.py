@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,15 @@ from typing import Any
 from denokv import queue
 from denokv.client.backend import Consistency
 from denokv.engine import Engine
-from denokv.operations import AtomicWrite, Entry, ReadRange, WriteResult
+from denokv.errors import KvUnavailableError, KvValidationError
+from denokv.operations import (
+    AtomicWrite,
+    EngineUnavailable,
+    Entry,
+    ReadRange,
+    WriteError,
+    WriteResult,
+)
 from denokv.writer import now_ms
 
 log = logging.getLogger("denokv.queue")
@@ -26,7 +33,6 @@ MAX_CONCURRENT_DELIVERIES = 10
 class EmbeddedBackend:
     def __init__(self, path: str | Path, **engine_options: Any) -> None:
         self.engine = Engine(path, **engine_options)
-        self._rng = random.SystemRandom()
         self._wakeups: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         if self.engine.writer is not None:
             self.engine.writer.on_enqueued = self._wake_listeners
@@ -37,7 +43,12 @@ class EmbeddedBackend:
         return await self.engine.snapshot_read(ranges)
 
     async def atomic_write(self, write: AtomicWrite) -> WriteResult:
-        return await self.engine.atomic_write(write)
+        try:
+            return await self.engine.atomic_write(write)
+        except WriteError as exc:
+            raise KvValidationError(str(exc)) from None
+        except EngineUnavailable as exc:
+            raise KvUnavailableError(str(exc)) from None
 
     async def watch(self, keys: Sequence[bytes]) -> AsyncIterator[list[Entry | None]]:
         with self.engine.watch(keys) as subscription:
@@ -61,12 +72,10 @@ class EmbeddedBackend:
         slots = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
         tasks: set[asyncio.Task[None]] = set()
         try:
-            self._announce(
-                await self._job(queue.recover_lost, now_ms(), self._rng, writer.commit_listeners)
-            )
+            await self.engine.run(queue.recover_lost, name="queue recovery")
             while not self.engine.closed:
                 await slots.acquire()
-                delivery = await self._job(queue.dequeue, now_ms())
+                delivery = await self.engine.run(queue.dequeue, name="dequeue")
                 if delivery is None:
                     slots.release()
                     await self._idle(wakeup)
@@ -80,7 +89,7 @@ class EmbeddedBackend:
                 task.cancel()
 
     async def _idle(self, wakeup: asyncio.Event) -> None:
-        due = await self._job(queue.next_due)
+        due = await self.engine.run(queue.next_due, name="queue check")
         wait = MAX_IDLE_WAIT_S
         if due is not None:
             wait = min(wait, max(0.0, (due - now_ms()) / 1000))
@@ -88,9 +97,7 @@ class EmbeddedBackend:
             await asyncio.wait_for(wakeup.wait(), wait)
         wakeup.clear()
         # Leases of crashed deliveries run out while we wait; pick those up too.
-        listeners = self.engine.writer.commit_listeners if self.engine.writer else ()
-        settled = await self._job(queue.recover_lost, now_ms(), self._rng, listeners)
-        self._announce(settled)
+        await self.engine.run(queue.recover_lost, name="queue recovery")
 
     async def _deliver(
         self,
@@ -108,27 +115,16 @@ class EmbeddedBackend:
                 success = False
             finally:
                 renew.cancel()
-            listeners = self.engine.writer.commit_listeners if self.engine.writer else ()
-            settled = await self._job(
-                queue.settle, delivery.id, success, now_ms(), self._rng, listeners
+            await self.engine.run(
+                lambda tx: queue.settle(tx, delivery.id, success), name="queue settle"
             )
-            self._announce(settled)
         finally:
             slots.release()
 
     async def _keep_leased(self, msg_id: str) -> None:
         while True:
             await asyncio.sleep(LEASE_RENEW_S)
-            await self._job(queue.extend_lease, msg_id, now_ms())
-
-    def _announce(self, settled: queue.Settled) -> None:
-        if settled.dead_letter_keys:
-            self.engine.watches.notify(settled.dead_letter_keys)
-
-    async def _job(self, fn: Callable[..., Any], *args: Any) -> Any:
-        writer = self.engine.writer
-        assert writer is not None
-        return await asyncio.wrap_future(writer.run_job(lambda conn: fn(conn, *args)))
+            await self.engine.run(lambda tx: queue.extend_lease(tx, msg_id), name="queue lease")
 
     def _wake_listeners(self) -> None:
         for loop, event in list(self._wakeups):

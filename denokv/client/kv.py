@@ -30,6 +30,7 @@ from denokv.operations import (
     ValueEncoding,
     WriteStatus,
 )
+from denokv.validation import MAX_TIMESTAMP_MS
 from denokv.values import KvU64, decode_value, encode_v8, encode_value
 
 MAX_CLIENT_CHECKS = 100
@@ -317,9 +318,7 @@ class AtomicOperation:
             kind = MutationKind.SET_SUFFIX_VERSIONSTAMPED_KEY
             key = key[:-1]
         data, encoding = _value(value)
-        expire_at = NO_EXPIRY
-        if expire_in is not None:
-            expire_at = max(1, int(time.time() * 1000) + int(expire_in))
+        expire_at = NO_EXPIRY if expire_in is None else _expire_at(expire_in)
         self._mutations.append(Mutation(_write_key(key), kind, data, encoding, expire_at))
         return self
 
@@ -355,28 +354,26 @@ class AtomicOperation:
         keys_if_undelivered: Sequence[Key] = (),
         backoff_schedule: Sequence[int] | None = None,
     ) -> AtomicOperation:
-        if delay < 0:
-            raise KvValidationError(f"Delay must be >= 0: received {delay}")
-        if delay > L.MAX_QUEUE_DELAY_MS:
-            raise KvValidationError(f"Delay cannot be greater than 30 days: received {delay}")
+        _check_delay(delay)
         if backoff_schedule is not None:
             if len(backoff_schedule) > MAX_BACKOFF_INTERVALS:
                 raise KvValidationError(
                     f"Invalid backoffSchedule, max {MAX_BACKOFF_INTERVALS} intervals allowed"
                 )
-            if any(not 0 <= b <= L.MAX_QUEUE_BACKOFF_MS for b in backoff_schedule):
-                raise KvValidationError(
-                    "Invalid backoffSchedule, interval at index must be between 0 and 3600000"
-                )
+            for index, interval in enumerate(backoff_schedule):
+                if not _is_number(interval) or not 0 <= interval <= L.MAX_QUEUE_BACKOFF_MS:
+                    raise KvValidationError(
+                        f"Invalid backoffSchedule, interval at index {index} is invalid"
+                    )
         payload = encode_v8(value)
         if len(payload) > L.MAX_VALUE_SIZE:
             raise KvValidationError(f"enqueue payload too large (max {L.MAX_VALUE_SIZE} bytes)")
         self._enqueues.append(
             Enqueue(
                 payload,
-                int(time.time() * 1000) + delay,
+                int(time.time() * 1000) + int(delay),
                 tuple(_write_key(k) for k in keys_if_undelivered),
-                None if backoff_schedule is None else tuple(backoff_schedule),
+                None if backoff_schedule is None else tuple(int(b) for b in backoff_schedule),
             )
         )
         return self
@@ -403,6 +400,46 @@ class AtomicOperation:
             raise KvValidationError(
                 f"Total mutation size too large (max {L.MAX_TOTAL_MUTATION_SIZE} bytes)"
             )
+
+
+def _expire_at(expire_in: Any) -> int:
+    """Deno's checks and texts for `expireIn` (a whole number of ms, not too far ahead)."""
+    valid = _is_number(expire_in) and expire_in >= 0 and float(expire_in).is_integer()
+    if not valid:
+        raise KvValidationError(
+            f"expireIn must be a non-negative integer: received {_js_number(expire_in)}"
+        )
+    expire_at = int(time.time() * 1000) + int(expire_in)
+    if expire_at > MAX_TIMESTAMP_MS:
+        raise KvValidationError(f"Invalid mutation: expireIn is too large: {_js_number(expire_in)}")
+    return max(1, expire_at)
+
+
+def _check_delay(delay: Any) -> None:
+    if not _is_number(delay):
+        raise KvValidationError(f"Delay must be a number: received {delay!r}")
+    if delay != delay:
+        raise KvValidationError("Delay cannot be NaN")
+    if delay < 0:
+        raise KvValidationError(f"Delay must be >= 0: received {_js_number(delay)}")
+    if delay > L.MAX_QUEUE_DELAY_MS:
+        raise KvValidationError(
+            f"Delay cannot be greater than 30 days: received {_js_number(delay)}"
+        )
+
+
+def _is_number(n: Any) -> bool:
+    return isinstance(n, int | float) and not isinstance(n, bool)
+
+
+def _js_number(n: Any) -> str:
+    """A number as JavaScript prints it (1e19 as 10000000000000000000, nan as NaN)."""
+    if isinstance(n, float):
+        if n != n:
+            return "NaN"
+        if n.is_integer() and abs(n) < 1e21:
+            return str(int(n))
+    return str(n)
 
 
 def _value(value: Any) -> tuple[bytes, int]:

@@ -26,13 +26,14 @@ from starlette.routing import Route
 
 from denokv import limits as L
 from denokv.engine import Engine
+from denokv.health import Component
 from denokv.operations import EngineClosed, EngineUnavailable
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
 from denokv.server.metadata import Endpoint, negotiate, response_body
-from denokv.server.ops import Metrics, Readiness, healthz, metrics_handler, readyz_handler
+from denokv.server.ops import Metrics, healthz_handler, metrics_handler, problems, readyz_handler
 from denokv.server.unary import UnaryCalls, parse_message
 from denokv.watch import Subscription
 
@@ -75,15 +76,16 @@ class KvServer:
         self.config = config
         self.auth = Authenticator(config.access_token)
         self.closing = False
-        self.metrics = Metrics(engine)
-        self.readiness = Readiness()
+        # The parts that report metrics, readiness and status; the shipper or the
+        # follower add themselves when they run beside the server.
+        self.components: list[Component] = engine.components()
+        self.metrics = Metrics(self.components)
         routes = [
             Route("/", self._guard("metadata", self.metadata), methods=["POST"]),
             Route("/v2/watch", self._guard("watch", self.watch), methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz_handler(engine, self.readiness, lambda: self.closing),
-                  methods=["GET"]),
-        ]  # fmt: skip
+            Route("/healthz", healthz_handler(self.fatal_problem), methods=["GET"]),
+            Route("/readyz", readyz_handler(self.problems), methods=["GET"]),
+        ]
         if config.forwarder is not None:
             routes.append(
                 Route("/strong/v2/watch", self._guard("watch", self.watch), methods=["POST"])
@@ -105,6 +107,22 @@ class KvServer:
                 await self.unary.handle(route[0], route[1], scope, receive, send)
                 return
         await self._framework(scope, receive, send)
+
+    def problems(self) -> list[str]:
+        """Why the server should not take traffic now (empty: ready)."""
+        found = []
+        if self.closing:
+            found.append("shutting down")
+        if self.engine.closed:
+            found.append("database closed")
+        return found + problems(self.components)
+
+    def fatal_problem(self) -> str | None:
+        """What keeps this process from ever serving writes again, if anything."""
+        writer = self.engine.writer
+        if writer is not None and not writer.alive:
+            return f"the writer stopped ({writer.stopped})"
+        return None
 
     def begin_shutdown(self) -> None:
         """Stop taking new requests and end watch streams; writes in flight still finish."""
