@@ -145,10 +145,10 @@ def test_mass_expiry_through_the_server_with_backup_then_restart(
                     op.set(["cache", i], i, expire_in=expire_in)
                 assert (await op.commit()).ok
 
-    started = time.time()
     asyncio.run(fill())
+    filled = time.time()
     assert srv.stop() == 0
-    time.sleep(max(0.0, started + expire_in / 1000 + 1 - time.time()))
+    time.sleep(max(0.0, filled + expire_in / 1000 + 1 - time.time()))  # every key has expired
 
     srv.start()
     try:
