@@ -278,7 +278,9 @@ def describe_failure(exc: BaseException, endpoint: str | None) -> Failure:
         return f"timed out connecting to endpoint {where}", "timeout", None
     if isinstance(exc, ReadTimeoutError):
         return f"timed out waiting for an answer from {where}", "timeout", None
-    if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
+    if isinstance(exc, ConnectionClosedError):
+        return f"the connection to {where} closed before an answer", "connect", None
+    if isinstance(exc, EndpointConnectionError):
         return f"could not connect to endpoint {where}", "connect", None
     if isinstance(exc, NoCredentialsError):
         return (
