@@ -197,3 +197,22 @@ async def test_listing_times_come_from_the_clock() -> None:
 async def test_put_refuses_both_conditions_at_once() -> None:
     with pytest.raises(ValueError, match="cannot be combined"):
         await MemoryStore().put("k", b"", if_absent=True, if_match='"x"')
+
+
+async def test_probe_catches_a_store_that_creates_despite_if_match() -> None:
+    # Some MinIO releases enforced If-Match on existing objects only.
+    store = MemoryStore()
+
+    async def lenient_put(
+        key: str, body: bytes, if_absent: bool, if_match: str | None
+    ) -> str | None:
+        if if_match is not None and key not in store.objects:
+            if_match = None
+        return await store.default_put(key, body, if_absent, if_match)
+
+    assert (await check_conditional_writes(store, "p/")).enforced
+    store.put_func = lenient_put
+    found = await check_conditional_writes(store, "p/")
+    assert (found.if_absent, found.if_match) == (True, False)
+    assert found.describe() == "the store does not enforce If-Match"
+    assert store.keys() == [], "both probe objects are deleted"

@@ -152,13 +152,15 @@ class ConditionalWrites:
 
 
 async def check_conditional_writes(store: ObjectStore, prefix: str) -> ConditionalWrites:
-    """Probe whether `store` enforces conditional writes, with a throw-away object under
-    `prefix` (deleted afterwards): four PUTs and one DELETE.
+    """Probe whether `store` enforces conditional writes, with throw-away objects under
+    `prefix` (deleted afterwards): five PUTs and one DELETE.
 
-    Some S3-compatible stores (s3rver, older MinIO) accept the headers and ignore them:
-    there a create-only write overwrites and a lease cannot fence anyone.
+    Some S3-compatible stores (s3rver, older MinIO) accept the headers and ignore them,
+    or some of them: there a create-only write overwrites and a lease cannot fence
+    anyone.
     """
     key = f"{prefix}{PROBE_PREFIX}{secrets.token_hex(8)}"
+    absent = f"{key}-absent"
     first = await store.put(key, b"probe 1", if_absent=True)
     try:
         if first is None:
@@ -170,8 +172,9 @@ async def check_conditional_writes(store: ObjectStore, prefix: str) -> Condition
         if stale is not None:
             current = stale
         matched = await store.put(key, b"probe 4", if_match=current)
+        # Some MinIO releases wrote a missing object despite If-Match.
+        created = await store.put(absent, b"probe 5", if_match=current)
     finally:
-        await store.delete([key])
-    return ConditionalWrites(
-        if_absent=second is None, if_match=stale is None and matched is not None
-    )
+        await store.delete([key, absent])
+    if_match = stale is None and matched is not None and created is None
+    return ConditionalWrites(if_absent=second is None, if_match=if_match)
