@@ -360,6 +360,20 @@ def test_serve_without_write_access_is_refused(tmp_path: Path, auth_moto: AuthMo
     assert not db.exists()
 
 
+def test_a_replica_needs_only_read_access(tmp_path: Path, auth_moto: AuthMoto) -> None:
+    # The start-up check of a replica must not write: its credentials may be read-only.
+    flags = s3_flags(auth_moto.endpoint, auth_moto.bucket)
+    replica = ServerProcess(tmp_path / "replica.sqlite", token=TOKEN,
+                            env=auth_moto.env("reader"),
+                            extra_args=["--sync-from-s3", *flags])  # fmt: skip
+    replica.start()  # returns once the port is open: the check passed
+    try:
+        assert replica.proc is not None and replica.proc.poll() is None
+    finally:
+        replica.stop()
+    assert "not usable" not in replica.logs()
+
+
 def test_restore_without_list_access_is_refused(tmp_path: Path, auth_moto: AuthMoto) -> None:
     done = run_cli("--sqlite-path", str(tmp_path / "r.sqlite"), "pitr", "restore",
                   *s3_flags(auth_moto.endpoint, auth_moto.bucket),
