@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from cli import pitr, serve
 from cli.errors import CliError
+from cli.options import resolve_s3_url
+from timemachine.store import ObjectNotFound, ObjectStoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.sqlite_path:
         parser.error("--sqlite-path is required (or set DENO_KV_SQLITE_PATH)")
     try:
+        try:
+            resolve_s3_url(args)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
         return int(args.run(args) or 0)
-    except CliError as exc:
+    except (CliError, ObjectStoreError, ObjectNotFound) as exc:
+        # Expected failures: one line, no traceback (S3 errors name what was being done).
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

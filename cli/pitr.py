@@ -85,6 +85,7 @@ def run_restore(args: argparse.Namespace) -> int:
         terminal_progress,
     )
     from timemachine.s3 import S3Store
+    from timemachine.store import ObjectNotFound, ObjectStoreError
 
     output = Path(args.sqlite_path)
     if args.if_not_exists and output.exists():
@@ -111,7 +112,7 @@ def run_restore(args: argparse.Namespace) -> int:
             print(f"{exc}; nothing to restore, the server will start empty")
             return 0
         raise CliError(f"restore failed: {exc}") from None
-    except RestoreError as exc:
+    except (RestoreError, ObjectStoreError, ObjectNotFound) as exc:
         raise CliError(f"restore failed: {exc}") from None
     when = format_time(result.commit_time_ms) if result.commit_time_ms else "snapshot time"
     print(
@@ -144,6 +145,7 @@ def run_sync(args: argparse.Namespace) -> int:
     from denokv.engine import Engine
     from replica.follower import Follower
     from timemachine.s3 import S3Store
+    from timemachine.store import ObjectNotFound, ObjectStoreError
 
     try:
         options = s3_options(args)
@@ -164,6 +166,8 @@ def run_sync(args: argparse.Namespace) -> int:
         asyncio.run(main())
     except LookupError as exc:
         raise CliError(str(exc)) from None
+    except (ObjectStoreError, ObjectNotFound) as exc:
+        raise CliError(f"sync failed: {exc}") from None
     finally:
         engine.close()
     from replica import timetravel

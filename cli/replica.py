@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from cli.errors import CliError
-from cli.options import s3_options
+from cli.options import check_s3_store, s3_options
 from cli.serve import _run_loop, parse_addr, start_metrics_server
 from denokv.engine import Engine
 from denokv.server.app import KvServer, ServerConfig
@@ -26,6 +26,7 @@ def run_replica(args: argparse.Namespace) -> int:
         options.validate()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    check_s3_store(options, writes=False)
     engine = Engine(
         args.sqlite_path,
         synchronous=args.sqlite_synchronous,

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from cli.options import add_s3_location, parse_duration, s3_options
+from cli.options import add_s3_location, check_s3_store, parse_duration, s3_options
 from denokv import limits
 from denokv.engine import SYNCHRONOUS_MODES, Engine
 from denokv.server.app import KvServer, ServerConfig
@@ -167,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             s3_options(args).validate()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if backup:
+        check_s3_store(s3_options(args), writes=True)
 
     engine = Engine(
         args.sqlite_path,
