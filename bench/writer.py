@@ -92,7 +92,9 @@ def part_sweep(run: BenchRun, keys: int) -> dict[str, Any]:
     while not swept():
         time.sleep(0.05)
     duration = done_at[0] - started
-    after = asyncio.run(timed_writes(node.url, token, lambda: False, max(200, len(during)), "after"))
+    after = asyncio.run(
+        timed_writes(node.url, token, lambda: False, max(200, len(during)), "after")
+    )
     m = node.metrics()
     node.stop()
     problems = node.log_problems()

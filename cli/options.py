@@ -264,9 +264,11 @@ def _flag(value: str | None) -> bool:
 
 def check_s3_store(options: S3Options, *, writes: bool) -> ConditionalWrites | None:
     """Fail fast, at start, when the backup location cannot work (missing bucket, access
-    denied, unreachable endpoint): one LIST, and for a primary (`writes`) a probe of
+    denied, bad credentials): one LIST, and for a primary (`writes`) a probe of
     conditional writes, with a warning when the store ignores them.
 
+    An endpoint that cannot be reached (or answers 5xx) only gets a warning: the
+    database must start during an S3 outage, and shipping catches up afterwards.
     Raises CliError; once running, S3 failures only delay shipping.
     """
     import asyncio
@@ -275,6 +277,8 @@ def check_s3_store(options: S3Options, *, writes: bool) -> ConditionalWrites | N
     from cli.errors import CliError
     from timemachine.s3 import S3Store
     from timemachine.store import ObjectStoreError, check_conditional_writes
+
+    log = logging.getLogger("denokv")
 
     async def probe() -> ConditionalWrites | None:
         store = S3Store(options)
@@ -287,10 +291,17 @@ def check_s3_store(options: S3Options, *, writes: bool) -> ConditionalWrites | N
     try:
         found = asyncio.run(probe())
     except ObjectStoreError as exc:
+        if exc.code in _TRANSIENT or (exc.status is not None and exc.status >= 500):
+            log.warning("the backup location cannot be reached yet (%s); starting anyway", exc)
+            return None
         raise CliError(f"the backup location is not usable: {exc}") from None
     if found is not None and not found.enforced:
-        logging.getLogger("denokv").warning(
+        log.warning(
             "s3://%s/%s: %s; nothing stops a second primary from writing the same prefix",
             options.bucket, options.prefix, found.describe(),
         )  # fmt: skip
     return found
+
+
+# Store errors that say "not now" rather than "not like this".
+_TRANSIENT = frozenset({"connect", "timeout", "SlowDown", "ServiceUnavailable", "InternalError"})

@@ -274,13 +274,23 @@ def test_serve_refuses_a_missing_bucket(
     assert not db.exists(), "a refused start must not create the database"
 
 
-def test_serve_refuses_an_unreachable_endpoint(tmp_path: Path) -> None:
+def test_serve_starts_while_the_endpoint_is_unreachable(tmp_path: Path) -> None:
+    """The database must come up during an S3 outage; shipping waits for S3."""
     endpoint = f"http://127.0.0.1:{free_port()}"
-    done = run_cli(*serve_args(tmp_path / "kv.sqlite", *s3_flags(endpoint, "bkt")), env=s3_env())
-    assert one_error_line(done) == (
-        f"error: the backup location is not usable: s3: list bkt/{PREFIX}: "
-        f"could not connect to endpoint {endpoint}"
-    )
+    srv = ServerProcess(
+        tmp_path / "kv.sqlite", extra_args=s3_flags(endpoint, "bkt"), env=s3_env()
+    ).start()
+    try:
+
+        async def write() -> bool:
+            async with denokv.open_kv(srv.url, access_token=srv.token) as kv:
+                return (await kv.set(["during", "outage"], 1)).ok
+
+        assert asyncio.run(write())
+    finally:
+        srv.stop()
+    assert "the backup location cannot be reached yet" in srv.logs()
+    assert f"could not connect to endpoint {endpoint}" in srv.logs()
 
 
 # --------------------------------------------------------------------------- IAM
