@@ -73,8 +73,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument(
         "--metrics-addr",
         default=env("DENO_KV_METRICS_ADDR"),
-        help="serve /metrics on this HOST:PORT instead of the main port "
-        "(env DENO_KV_METRICS_ADDR)",
+        help="serve /metrics on this HOST:PORT instead of the main port (env DENO_KV_METRICS_ADDR)",
     )
     p.add_argument(
         "--ready-max-backup-lag",
@@ -84,38 +83,70 @@ def add_parser(commands: Any) -> None:
         "than this (env DENO_KV_READY_MAX_BACKUP_LAG, default 5m)",
     )
     replica = p.add_argument_group(
-        "read replica", "With --sync-from-s3 the server follows the backup at --s3-bucket/"
-        "--s3-prefix and serves it read-only."
+        "read replica",
+        "With --sync-from-s3 the server follows the backup at --s3-bucket/"
+        "--s3-prefix and serves it read-only.",
     )
-    replica.add_argument("--sync-from-s3", action="store_true",
-                         help="run as a read replica of the backup in S3")
-    replica.add_argument("--primary-url", default=env("DENO_KV_PRIMARY_URL"),
-                         help="forward writes and strong reads to this primary "
-                         "(env DENO_KV_PRIMARY_URL); without it writes are refused")
-    replica.add_argument("--primary-access-token", default=env("DENO_KV_PRIMARY_ACCESS_TOKEN"),
-                         help="token for the primary (env DENO_KV_PRIMARY_ACCESS_TOKEN; "
-                         "default: --access-token)")
+    replica.add_argument(
+        "--sync-from-s3", action="store_true", help="run as a read replica of the backup in S3"
+    )
+    replica.add_argument(
+        "--primary-url",
+        default=env("DENO_KV_PRIMARY_URL"),
+        help="forward writes and strong reads to this primary "
+        "(env DENO_KV_PRIMARY_URL); without it writes are refused",
+    )
+    replica.add_argument(
+        "--primary-access-token",
+        default=env("DENO_KV_PRIMARY_ACCESS_TOKEN"),
+        help="token for the primary (env DENO_KV_PRIMARY_ACCESS_TOKEN; default: --access-token)",
+    )
+    replica.add_argument(
+        "--replica-undo-window",
+        type=parse_duration,
+        default=parse_duration(env("DENO_KV_REPLICA_UNDO_WINDOW", "1h")),
+        help="keep this much undo history for `pitr checkout` back in time; "
+        "older undo entries are trimmed (env DENO_KV_REPLICA_UNDO_WINDOW, "
+        "default 1h)",
+    )
     replica.add_argument("--s3-poll-interval", type=parse_duration,
                          default=parse_duration(env("DENO_KV_S3_POLL_INTERVAL", "1s")),
                          help="how often to look for new log segments (env "
                          "DENO_KV_S3_POLL_INTERVAL, default 1s)")  # fmt: skip
     backup = p.add_argument_group(
-        "backup to S3", "Continuous backup is on when --s3-bucket is set (AWS credentials come "
-        "from the standard AWS environment and config)."
+        "backup to S3",
+        "Continuous backup is on when --s3-bucket is set (AWS credentials come "
+        "from the standard AWS environment and config).",
     )
     add_s3_location(backup)  # type: ignore[arg-type]
-    backup.add_argument("--s3-compression", choices=COMPRESSIONS,
-                        default=env("DENO_KV_S3_COMPRESSION", "zstd"),
-                        help="object body compression; 'none' writes plain protobuf that "
-                        "upstream's replica reads (env DENO_KV_S3_COMPRESSION, default zstd)")
-    backup.add_argument("--s3-sync-interval", type=parse_duration,
-                        default=parse_duration(env("DENO_KV_S3_SYNC_INTERVAL", "1s")),
-                        help="how often to upload a log segment (env DENO_KV_S3_SYNC_INTERVAL, "
-                        "default 1s)")
-    backup.add_argument("--s3-snapshot-interval", type=parse_duration,
-                        default=parse_duration(env("DENO_KV_S3_SNAPSHOT_INTERVAL", "24h")),
-                        help="start a new generation (a full snapshot) this often "
-                        "(env DENO_KV_S3_SNAPSHOT_INTERVAL, default 24h)")
+    backup.add_argument(
+        "--s3-compression",
+        choices=COMPRESSIONS,
+        default=env("DENO_KV_S3_COMPRESSION", "zstd"),
+        help="object body compression; 'none' writes plain protobuf that "
+        "upstream's replica reads (env DENO_KV_S3_COMPRESSION, default zstd)",
+    )
+    backup.add_argument(
+        "--s3-sync-interval",
+        type=parse_duration,
+        default=parse_duration(env("DENO_KV_S3_SYNC_INTERVAL", "1s")),
+        help="how often to upload a log segment (env DENO_KV_S3_SYNC_INTERVAL, default 1s)",
+    )
+    backup.add_argument(
+        "--s3-snapshot-interval",
+        type=parse_duration,
+        default=parse_duration(env("DENO_KV_S3_SNAPSHOT_INTERVAL", "24h")),
+        help="start a new generation (a full snapshot) this often "
+        "(env DENO_KV_S3_SNAPSHOT_INTERVAL, default 24h)",
+    )
+    backup.add_argument(
+        "--s3-lease-ttl",
+        type=parse_duration,
+        default=parse_duration(env("DENO_KV_S3_LEASE_TTL", "60s")),
+        help="how long the backup lease (one primary per prefix) lasts unless "
+        "renewed; a primary that died is replaced after at most this long "
+        "(env DENO_KV_S3_LEASE_TTL, default 60s)",
+    )
     backup.add_argument("--s3-retention", type=parse_duration,
                         default=parse_duration(env("DENO_KV_S3_RETENTION", "7d")),
                         help="keep every point of this window restorable "
@@ -184,9 +215,11 @@ def run(args: argparse.Namespace) -> int:
     server = KvServer(engine, config)
     start_metrics_server(server, args.metrics_addr)
     try:
-        _run_loop(_serve_with_backup(server, args) if backup else serve(
-            server, host, port, args.http_server
-        ))
+        _run_loop(
+            _serve_with_backup(server, args)
+            if backup
+            else serve(server, host, port, args.http_server)
+        )
     finally:
         engine.close()
         log.info("stopped; all acknowledged writes are committed")
@@ -211,6 +244,7 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
             snapshot_interval_s=args.s3_snapshot_interval,
             retention_s=args.s3_retention,
             ready_max_lag_s=args.ready_max_backup_lag,
+            lease_ttl_s=args.s3_lease_ttl,
         ),
     )
     server.components.append(shipper)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ KEY_CHANGE = 0
 ROW_OVERHEAD = 32  # approximate bytes per row beside key and value, for the backlog gauge
 # Keys of `denokv_backup_state` this module keeps.
 CAPTURED_VERSION = "captured_version"  # the version of the newest captured commit
+PRIMARY_ID = "primary_id"  # names this database file in the backups it writes
 UNCAPTURED_AT = "uncaptured_at"  # set when commits were found that were not captured
 
 SCHEMA = """
@@ -160,6 +162,7 @@ class RedoLog:
         self.bytes = 0
         self.oldest_ms: int | None = None
         self.captured_version = 0  # the newest version this log has seen commit
+        self.primary_id = ""
 
     def open(self, conn: sqlite3.Connection, data_version: int) -> None:
         """Create the tables and count what is waiting (once, at start-up)."""
@@ -167,6 +170,10 @@ class RedoLog:
         count, size = conn.execute(SELECT_BACKLOG).fetchone()
         oldest = conn.execute(SELECT_OLDEST_TIME).fetchone()
         state = read_state(conn)
+        if not state.get(PRIMARY_ID):
+            state[PRIMARY_ID] = str(uuid.uuid4())
+            write_state(conn, {PRIMARY_ID: state[PRIMARY_ID]})
+        self.primary_id = state[PRIMARY_ID]
         with self._lock:
             self.entries = count
             self.bytes = size + ROW_OVERHEAD * count

@@ -3,15 +3,21 @@
 Bootstrap downloads the snapshot ranges of the newest generation; each range
 is stored and marked pulled in its own transaction, so an interrupted
 bootstrap resumes where it stopped. Following polls the generation's logs;
-each new segment is added to the redo log and applied in one transaction
-together with the cursor, so a segment is never applied twice or partly.
-When the primary starts a new generation, the follower finishes the old one
-and steps over when the old one reaches the new snapshot's point; otherwise it
+each new segment must follow the one before it (`timemachine.chain`: a gap or a
+fork stops the replica where it is, says why in `/readyz`, and is counted), and
+is added to the redo log and applied in one transaction together with the
+cursor, so a segment is never applied twice or partly.
+
+When the primary starts a new generation, the follower steps into it only if
+its lineage says it continues the generation being followed at a point the
+replica has not passed, and the old log is complete up to where it was closed.
+Otherwise (a restored or rolled-back primary, another primary, a gap) it
 stages the new snapshot beside the served data (a range at a time) and swaps it
-in with one transaction.
+in with one transaction: the replica never serves a mixed history.
 
 Every change to the file is a job on the engine's writer, so watchers of the
-keys that changed are woken by the writer like on a primary.
+keys that changed are woken by the writer like on a primary. The undo log kept
+for time travel is trimmed to `undo_window_s` as the replica goes.
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ from denokv.writer import Tx
 from replica import staging
 from replica import timetravel as tt
 from timemachine import layout
+from timemachine.chain import Chain, ChainError
 from timemachine.codec import LogEntry, decode_segment, decode_snapshot_range
-from timemachine.restore import Generation, list_generations
+from timemachine.generations import Generation, list_generations
 from timemachine.snapshot import store_range
 from timemachine.store import ObjectStore
 
@@ -50,6 +57,9 @@ class FollowerStats:
     newest_seen12: bytes = tt.ZERO12
     segments_applied: int = 0
     errors: int = 0
+    chain_errors: int = 0
+    chain_problem: str | None = None  # a gap or fork in the log being followed
+    rebootstraps: int = 0
 
     def lag_seconds(self) -> float:
         """How far behind the newest segment seen; 0 when caught up."""
@@ -74,6 +84,16 @@ class FollowerStats:
             "denokv_replica_segments_applied", "Log segments applied", value=self.segments_applied
         )
         yield CounterMetricFamily("denokv_replica_poll_errors", "Failed polls", value=self.errors)
+        yield CounterMetricFamily(
+            "denokv_replica_chain_errors",
+            "Gaps or forks found in the log being followed",
+            value=self.chain_errors,
+        )
+        yield CounterMetricFamily(
+            "denokv_replica_snapshot_loads",
+            "New snapshots loaded because a generation did not continue the one followed",
+            value=self.rebootstraps,
+        )
         if self.last_poll is not None:
             yield GaugeMetricFamily(
                 "denokv_replica_last_poll_timestamp_seconds",
@@ -85,7 +105,14 @@ class FollowerStats:
 class Follower:
     name = "replica"
 
-    def __init__(self, engine: Engine, store: ObjectStore, prefix: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ObjectStore,
+        prefix: str,
+        *,
+        undo_window_s: float | None = None,
+    ) -> None:
         if engine.writer is None:
             raise ValueError("a replica needs its database file writable")
         self.engine = engine
@@ -94,6 +121,7 @@ class Follower:
         self.stats = FollowerStats()
         self._known: dict[str, Generation] = {}  # a generation's differential never changes
         self.stale_after_s = 10.0  # /readyz fails when S3 was not polled for this long
+        self.undo_window_s = undo_window_s  # None: keep the whole undo log (pitr tools)
         engine.run_sync(self._create_tables, name="replica tables")
 
     @staticmethod
@@ -114,14 +142,28 @@ class Follower:
             await self._bootstrap(newest)
             state = await self._state()
         generation = state["generation"]
-        await self._fetch_logs(generation, apply)
-        if newest.name != generation and apply:
-            await self._switch_generation(newest)
+        try:
+            await self._fetch_logs(generation, apply)
+        except ChainError as exc:
+            self._chain_failed(exc)
+            if newest.name == generation:
+                raise
+        if newest.name != generation:
+            await self._switch_generation(newest, apply)
         state = await self._state()
         self.stats.generation = state.get("generation")
         self.stats.applied12 = _current12(state)
         self.stats.bootstrapped = True
         self.stats.last_poll = time.time()
+        if apply and self.undo_window_s is not None:
+            cutoff = int((time.time() - self.undo_window_s) * 1000)
+            await self.engine.run(lambda tx: tt.trim_undo(tx.conn, cutoff), name="undo trim")
+
+    def _chain_failed(self, exc: ChainError) -> None:
+        if self.stats.chain_problem != str(exc):
+            log.error("not applying the backup log further: %s", exc)
+            self.stats.chain_errors += 1
+        self.stats.chain_problem = str(exc)
 
     async def run(self, poll_interval_s: float, stop: asyncio.Event) -> None:
         attempt = 0
@@ -197,12 +239,14 @@ class Follower:
                 bootstrapped="1",
                 generation=gen.name,
                 cursor="",
+                chain_tail=base.hex(),
                 base_versionstamp12=base.hex(),
                 current_versionstamp12=base.hex(),
             )
             tx.wake_all = True
 
         await self.engine.run(finish, name="replica bootstrap")
+        self.stats.chain_problem = None
         log.info("bootstrap done at versionstamp %s", gen.differential.hex())
 
     # -- following ----------------------------------------------------------------------
@@ -210,36 +254,65 @@ class Follower:
     async def _fetch_logs(self, generation: str, apply: bool) -> None:
         state = await self._state()
         cursor = state.get("cursor") or None
+        tail = bytes.fromhex(state.get("chain_tail") or state["base_versionstamp12"])
+        chain = Chain(generation, tail, self._seen)
         logs = await self.store.list(
             layout.generation_prefix(self.prefix, generation) + "logs/", start_after=cursor
         )
         for obj in logs:
             name = layout.parse_log_name(obj.key)
             self.stats.newest_seen12 = max(self.stats.newest_seen12, name.last12)
-            body = await self.store.get(obj.key)
-            segment_time, entries = decode_segment(body, obj.key)
-            timed = [(e, _commit_time(e, segment_time)) for e in entries]
+            segment = decode_segment(await self.store.get(obj.key), obj.key)
+            fresh = chain.accept(obj.key, segment.previous12, segment.entries)
+            timed = [(e, _commit_time(e, segment.timestamp_ms)) for e in fresh]
             moved = await self.engine.run(
-                lambda tx, key=obj.key, timed=timed: _apply_segment(tx, key, timed, apply),
+                lambda tx, key=obj.key, timed=timed, tail=chain.tail: _apply_segment(
+                    tx, key, timed, tail, apply
+                ),
                 name="replica apply",
             )
+            self.stats.chain_problem = None
             if moved is not None:
                 self.stats.segments_applied += 1
                 self.stats.last_commit_ms = moved.last_commit_ms or self.stats.last_commit_ms
                 self.stats.applied12 = moved.current12
 
-    async def _switch_generation(self, newest: Generation) -> None:
-        current = _current12(await self._state())
-        if current >= newest.differential + tt.BOUNDARY:
-            # The old generation brought us to (or past) the new snapshot: keep going.
+    def _seen(self, after12: bytes, through12: bytes) -> set[bytes]:
+        with self.engine.reader() as conn:
+            return tt.known_between(conn, after12, through12)
+
+    async def _switch_generation(self, newest: Generation, apply: bool) -> None:
+        state = await self._state()
+        following = state["generation"]
+        point = newest.continues(following)
+        tail = bytes.fromhex(state.get("chain_tail") or state["base_versionstamp12"])
+        reached = max(tail, _current12(state))
+        log_end = newest.lineage.continues_log_end if newest.lineage else None
+        if (
+            point is not None
+            and self.stats.chain_problem is None
+            and reached <= point + tt.BOUNDARY
+            and (log_end is None or tail == log_end)
+        ):
+            # The new generation's snapshot is the old one's state at `point`, and we
+            # hold everything up to there: go on with its logs.
             await self.engine.run(
-                lambda tx: tt.set_state(tx.conn, generation=newest.name, cursor=""),
+                lambda tx: tt.set_state(
+                    tx.conn, generation=newest.name, cursor="", chain_tail=newest.base12.hex()
+                ),
                 name="replica next generation",
             )
             log.info("following generation %s", newest.name)
             return
-        log.info("generation %s starts past our state; loading its snapshot", newest.name)
+        why = (
+            "it does not continue the generation followed"
+            if point is None
+            else ("the log followed does not lead to its snapshot")
+        )
+        log.info("generation %s: %s; loading its snapshot", newest.name, why)
         await self._replace_with_snapshot(newest)
+        self.stats.rebootstraps += 1
+        self.stats.chain_problem = None
 
     async def _replace_with_snapshot(self, gen: Generation) -> None:
         """Stage the generation's snapshot a range at a time, then swap it in at once."""
@@ -264,6 +337,7 @@ class Follower:
                 tx.conn,
                 generation=gen.name,
                 cursor="",
+                chain_tail=base.hex(),
                 bootstrap_generation=gen.name,
                 base_versionstamp12=base.hex(),
                 current_versionstamp12=base.hex(),
@@ -285,6 +359,8 @@ class Follower:
     def problems(self) -> list[str]:
         if not self.stats.bootstrapped:
             return ["bootstrap from S3 not finished"]
+        if self.stats.chain_problem is not None:
+            return [f"the backup log cannot be followed: {self.stats.chain_problem}"]
         last = self.stats.last_poll
         if last is None or time.time() - last > self.stale_after_s:
             return [f"no successful poll of S3 in the last {self.stale_after_s:.0f} s"]
@@ -301,15 +377,17 @@ class Follower:
             "last_poll_ms": None if stats.last_poll is None else stats.last_poll * 1000,
             "segments_applied_total": stats.segments_applied,
             "errors": stats.errors,
+            "chain_problem": stats.chain_problem,
+            "snapshot_loads_total": stats.rebootstraps,
         }
 
 
 def _apply_segment(
-    tx: Tx, key: str, timed: list[tuple[LogEntry, int]], apply: bool
+    tx: Tx, key: str, timed: list[tuple[LogEntry, int]], tail: bytes, apply: bool
 ) -> tt.Moved | None:
     current = tt.current12(tx.conn)
     tt.add_redo(tx.conn, timed, current)
-    tt.set_state(tx.conn, cursor=key)
+    tt.set_state(tx.conn, cursor=key, chain_tail=tail.hex())
     if not apply:
         return None
     moved = tt.checkout(tx.conn, tt.LATEST)

@@ -76,6 +76,16 @@ UPSERT_STATE = (
     "on conflict(k) do update set v = excluded.v"
 )
 COUNT_REDO = "select count(*) from denokv_tt_redo"
+KNOWN_BETWEEN = (
+    "select versionstamp12 from denokv_tt_redo where versionstamp12 > ? and versionstamp12 <= ? "
+    "union select versionstamp12 from denokv_tt_undo where versionstamp12 > ? "
+    "and versionstamp12 <= ?"
+)
+NEWEST_OLD_BOUNDARY = (
+    "select versionstamp12 from denokv_tt_undo where timestamp_ms < ? "
+    "and substr(versionstamp12, 11, 2) = x'ffff' order by versionstamp12 desc limit 1"
+)
+TRIM_UNDO = "delete from denokv_tt_undo where versionstamp12 <= ?"
 RECOVERY_POINTS = (
     "select versionstamp12, timestamp_ms from denokv_tt_redo "
     "where timestamp_ms >= ? and timestamp_ms < ? "
@@ -270,6 +280,26 @@ def _set(
         tables.delete(conn, k)
     else:
         tables.put_rows(conn, [tables.KvRow(k, v, enc, version, 0, exp)])
+
+
+def known_between(conn: sqlite3.Connection, after12: bytes, through12: bytes) -> set[bytes]:
+    """Versionstamps of entries fetched in (after12, through12], applied or not."""
+    rows = conn.execute(KNOWN_BETWEEN, (after12, through12, after12, through12))
+    return {row[0] for row in rows}
+
+
+def trim_undo(conn: sqlite3.Connection, before_ms: int) -> int:
+    """Forget how to go back past the newest commit older than `before_ms`.
+
+    The undo log is cut at a commit boundary, which becomes the new base: a
+    checkout back to (or before) it ends there. Returns the entries removed.
+    """
+    found = conn.execute(NEWEST_OLD_BOUNDARY, (before_ms,)).fetchone()
+    if found is None:
+        return 0
+    removed = conn.execute(TRIM_UNDO, (found[0],)).rowcount
+    set_state(conn, base_versionstamp12=found[0].hex())
+    return removed
 
 
 def recovery_points(

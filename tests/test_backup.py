@@ -172,9 +172,15 @@ def test_plain_protobuf_layout_with_compression_none(
         wait_shipped(srv.db_path)
     finally:
         srv.stop()
-    keys = list_keys(endpoint, bucket, PREFIX)
+    keys = list_keys(endpoint, bucket, PREFIX + "generations/")
     [generation] = {k.split("/")[3] for k in keys}
     base = f"{PREFIX}generations/{generation}/"
+    # Beside upstream's objects, only our lineage record; the lease sits outside the folder.
+    assert {k for k in keys if not k.startswith((base + "logs/", base + "snapshots/"))} == {
+        base + "differential",
+        base + "lineage.json",
+    }
+    assert PREFIX + "lock.json" in list_keys(endpoint, bucket, PREFIX)
     # Upstream's rules: differential is exactly 20 hex characters, names follow format 1.
     differential = get_object(endpoint, bucket, base + "differential").decode()
     assert re.fullmatch(r"[0-9a-f]{20}", differential)

@@ -124,9 +124,18 @@ def _snapshot_entries(msg: pb.BackupSnapshotRange, name: str) -> list[SnapshotEn
     return out
 
 
-def encode_segment(entries: list[RedoEntry], compression: str) -> bytes:
-    """Key changes go to upstream's `entries`, queue changes to our own field 15."""
-    msg = pb.BackupMutationRange(timestamp_ms=entries[-1].timestamp_ms if entries else 0)
+@dataclass(frozen=True, slots=True)
+class Segment:
+    timestamp_ms: int
+    entries: list[LogEntry]  # key and queue changes, in versionstamp order
+    previous12: bytes | None  # the segment before it ends here; None: an older format
+
+
+def encode_segment(entries: list[RedoEntry], compression: str, previous12: bytes) -> bytes:
+    """Key changes go to upstream's `entries`, queue changes and the link to our own fields."""
+    msg = pb.BackupMutationRange(
+        timestamp_ms=entries[-1].timestamp_ms if entries else 0, previous_versionstamp=previous12
+    )
     boundaries: list[tuple[int, int]] = []  # (index in entries, commit time)
     for e in entries:
         if e.is_queue_change:
@@ -165,8 +174,8 @@ def _queue_change(msg: pb.BackupQueueChange, name: str) -> QueueChange:
         raise CorruptObject(f"{name}: unknown queue change kind {msg.kind}") from None
 
 
-def decode_segment(body: bytes, name: str) -> tuple[int, list[LogEntry]]:
-    """The segment's time and its changes, key and queue changes merged in versionstamp order."""
+def decode_segment(body: bytes, name: str) -> Segment:
+    """The segment's time, link and changes (key and queue changes in versionstamp order)."""
     msg = pb.BackupMutationRange()
     try:
         msg.ParseFromString(decompress(body, name))
@@ -192,7 +201,10 @@ def decode_segment(body: bytes, name: str) -> tuple[int, list[LogEntry]]:
             when = q.commit_timestamp_ms or None
             out.append(LogEntry(q.versionstamp, b"", None, 0, -1, when, _queue_change(q, name)))
         out.sort(key=lambda entry: entry.versionstamp12)
-    return msg.timestamp_ms, out
+    previous = msg.previous_versionstamp or None
+    if previous is not None:
+        _check_stamp(previous, name)
+    return Segment(msg.timestamp_ms, out, previous)
 
 
 def _check_stamp(stamp: bytes, name: str) -> None:

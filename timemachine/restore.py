@@ -22,11 +22,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from denokv import tables
+from denokv import redo_log, tables
 from denokv.effects import replay_queue_change
 from denokv.redo_log import BOUNDARY, decode_queue_change, encode_queue_change
 from timemachine import layout
+from timemachine.chain import Chain, ChainError
 from timemachine.codec import LogEntry, decode_segment, decode_snapshot_range
+from timemachine.generations import RESTORED_FROM, Generation, GenerationError, list_generations
 from timemachine.snapshot import store_range
 from timemachine.store import ObjectNotFound, ObjectStore
 
@@ -54,6 +56,9 @@ LAST_BOUNDARY_BEFORE = (
     "select versionstamp12, commit_time_ms from restore_log "
     "where substr(versionstamp12, 11, 2) = x'ffff' and versionstamp12 <= ? "
     "order by versionstamp12 desc limit 1"
+)
+STAGED_BETWEEN = (
+    "select versionstamp12 from restore_log where versionstamp12 > ? and versionstamp12 <= ?"
 )
 ENTRIES_THROUGH = (
     "select versionstamp12, k, v, v_encoding, expiration_ms, queue from restore_log "
@@ -85,13 +90,6 @@ class Point:
 
 
 @dataclass(frozen=True, slots=True)
-class Generation:
-    name: str
-    differential: bytes  # the snapshot's 10-byte versionstamp
-    started_ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class RestoreResult:
     generation: str
     versionstamp: bytes
@@ -101,35 +99,6 @@ class RestoreResult:
 
 
 Progress = Callable[[str, int, int], None]
-
-
-async def list_generations(
-    store: ObjectStore, prefix: str, known: dict[str, Generation] | None = None
-) -> list[Generation]:
-    """Complete generations (those with a differential), oldest first.
-
-    `known` caches generations already read: a poller then pays one LIST per
-    call, plus one GET per generation it has not seen complete before.
-    """
-    out = []
-    for folder in await store.list_folders(layout.generations_prefix(prefix)):
-        name = folder.rstrip("/")
-        if known is not None and name in known:
-            out.append(known[name])
-            continue
-        try:
-            started = layout.generation_time_ms(name)
-            body = await store.get(layout.differential_key(prefix, name))
-        except (layout.LayoutError, ObjectNotFound):
-            continue
-        text = body.decode(errors="replace").strip()
-        if len(text) != 20:
-            raise RestoreError(f"generation {name}: differential {text!r} is not 20 hex characters")
-        generation = Generation(name, bytes.fromhex(text), started)
-        if known is not None:
-            known[name] = generation
-        out.append(generation)
-    return out
 
 
 def choose_generation(generations: list[Generation], point: Point) -> Generation:
@@ -157,12 +126,18 @@ async def restore(
     output: Path,
     progress: Progress | None = None,
 ) -> RestoreResult:
-    generation = choose_generation(await list_generations(store, prefix), point)
+    try:
+        generations = await list_generations(store, prefix)
+    except GenerationError as exc:
+        raise RestoreError(str(exc)) from None
+    generation = choose_generation(generations, point)
+    successor = next((g for g in generations if g.continues(generation.name) is not None), None)
     tmp = output.with_name(f".{output.name}.restoring-{os.getpid()}")
     for leftover in (tmp, Path(f"{tmp}-journal"), Path(f"{tmp}-wal")):
         leftover.unlink(missing_ok=True)
     try:
-        result = await _build(store, prefix, generation, point, tmp, progress)
+        log_end = successor.lineage.continues_log_end if successor and successor.lineage else None
+        result = await _build(store, prefix, generation, point, tmp, progress, log_end)
         os.replace(tmp, output)
         _fsync_dir(output.parent)
         return result
@@ -177,6 +152,7 @@ async def _build(
     point: Point,
     path: Path,
     progress: Progress | None,
+    log_end: bytes | None,
 ) -> RestoreResult:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -185,8 +161,9 @@ async def _build(
         tables.migrate(conn)
         conn.execute(STAGING)
         await _load_snapshot(store, prefix, gen, conn, progress)
-        await _load_logs(store, prefix, gen, point, conn, progress)
+        await _load_logs(store, prefix, gen, point, conn, progress, log_end)
         applied, stamp, when = _replay(conn, gen, point)
+        _remember_source(conn, gen.name, stamp)
         conn.execute("drop table temp.restore_log")
         conn.execute("pragma wal_checkpoint(truncate)")
         conn.execute("pragma journal_mode = delete")
@@ -217,10 +194,10 @@ async def _load_snapshot(
 
 async def _load_logs(
     store: ObjectStore, prefix: str, gen: Generation, point: Point, conn: sqlite3.Connection,
-    progress: Progress | None,
+    progress: Progress | None, log_end: bytes | None,
 ) -> None:  # fmt: skip
-    """Stage every log entry after the snapshot (repeats collapse by versionstamp)."""
-    base = gen.differential + BOUNDARY
+    """Stage every log entry after the snapshot, checking the segments form one history."""
+    base = gen.base12
     limit = point.versionstamp + BOUNDARY if point.versionstamp is not None else MAX12
     wanted = []
     for obj in await store.list(layout.generation_prefix(prefix, gen.name) + "logs/"):
@@ -230,18 +207,38 @@ async def _load_logs(
             raise RestoreError(f"unexpected object {obj.key}: {exc}") from None
         if name.last12 <= base or name.first12 > limit:
             continue
-        wanted.append(obj.key)
+        wanted.append((name, obj.key))
+    wanted.sort()
+    chain = Chain(gen.name, base, lambda lo, hi: _staged_between(conn, lo, hi))
     done = 0
-    async for key, body in _download(store, wanted):
-        segment_time, entries = decode_segment(body, key)
+    async for key, body in _download(store, [key for _, key in wanted]):
+        segment = decode_segment(body, key)
+        try:
+            fresh = chain.accept(key, segment.previous12, segment.entries)
+        except ChainError as exc:
+            raise RestoreError(str(exc)) from None
         with tables.transaction(conn):
-            conn.executemany(
-                STAGE_ENTRY,
-                (_staged(e, segment_time) for e in entries if e.versionstamp12 > base),
-            )
+            conn.executemany(STAGE_ENTRY, (_staged(e, segment.timestamp_ms) for e in fresh))
         done += 1
         if progress:
             progress("logs", done, len(wanted))
+    if log_end is not None and chain.tail < log_end and limit > chain.tail:
+        raise RestoreError(
+            f"generation {gen.name}: its log was closed at {log_end.hex()} but the segments "
+            f"in the store end at {chain.tail.hex()}: some are missing"
+        )
+
+
+def _staged_between(conn: sqlite3.Connection, after12: bytes, through12: bytes) -> set[bytes]:
+    rows = conn.execute(STAGED_BETWEEN, (after12, through12))
+    return {row[0] for row in rows}
+
+
+def _remember_source(conn: sqlite3.Connection, generation: str, stamp: bytes) -> None:
+    """Tell a primary started on this file which history it continues."""
+    redo_log.create_tables(conn)
+    with tables.transaction(conn):
+        redo_log.write_state(conn, {RESTORED_FROM: f"{generation} {stamp.hex()}"})
 
 
 def _staged(e: LogEntry, segment_time: int) -> tuple[object, ...]:

@@ -2,15 +2,24 @@
 
 Every sync interval (or sooner, when the backlog passes a size bound) it reads
 the redo entries after the last shipped one, cuts them at the last complete
-commit, uploads them as one segment and only then trims them locally. A crash
-between upload and trim ships the same entries again; readers ignore repeats
-by versionstamp. While the store is unreachable the server keeps taking
-writes, the backlog waits on disk, and the shipper retries with backoff.
+commit, uploads them as one segment (linked to the segment before it) and only
+then trims them locally. A crash between upload and trim ships the same entries
+again; readers skip repeats. While the store is unreachable the server keeps
+taking writes, the backlog waits on disk, and the shipper retries with backoff.
 
-Generations: a new one (a fresh snapshot) starts on first run, when the local
-file is not continuous with what was shipped (restored, replaced, or written
-without capture), and every snapshot interval. Retention deletes generations
-that no point inside the retention window needs.
+It ships only while it holds the prefix's lease (`timemachine.lease`): a second
+primary on the same prefix, or one that lost the lease, ships nothing, says why
+in the log and `/readyz`, and keeps its backlog.
+
+Generations (`timemachine.generations`): a generation is one unbroken history
+of one primary. On start the shipper resumes its generation only if the file is
+exactly its continuation (the log in the store ends where this file says it
+shipped, or at a segment whose entries this file still holds); otherwise (an
+older copy, a clone, commits made without capture, another primary's generation
+since) it starts a new one. Rotation closes the old generation's log exactly at
+the new snapshot's point before the new one is written, and records the new
+generation locally before its differential appears, so a crash between the two
+cannot leave acknowledged commits outside every generation.
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,14 +43,31 @@ from denokv.engine import Engine
 from denokv.redo_log import BOUNDARY, RedoEntry, RedoLog
 from denokv.writer import Tx
 from timemachine import layout
-from timemachine.codec import encode_segment
+from timemachine.codec import decode_segment, encode_segment
+from timemachine.generations import (
+    RESTORED_FROM,
+    Generation,
+    Lineage,
+    Listing,
+    lineage_key,
+    list_all,
+)
+from timemachine.lease import DEFAULT_TTL_S, Lease
 from timemachine.retention import doomed_generations
 from timemachine.snapshot import read_snapshot
-from timemachine.store import ObjectNotFound, ObjectStore
+from timemachine.store import ObjectStore
 
 log = logging.getLogger("denokv.shipper")
 
 ZERO12 = bytes(12)
+# Keys of `denokv_backup_state` the shipper keeps (beside the redo log's own).
+GENERATION = "generation"
+SHIPPED_THROUGH = "shipped_through"
+PENDING = "pending_generation"  # being written; adopted after a crash if it completed
+
+
+class LeaseNotHeld(Exception):
+    """Another primary holds the prefix's lease (or ours could not be renewed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +79,7 @@ class ShipperOptions:
     max_segment_entries: int = 50_000
     max_backoff_s: float = 30.0
     ready_max_lag_s: float = 300.0  # /readyz fails while the oldest unshipped commit is older
+    lease_ttl_s: float = DEFAULT_TTL_S
 
 
 @dataclass
@@ -64,10 +93,14 @@ class ShipperStats:
     last_error: str | None = None
     shipped_through: bytes = ZERO12
     generation: str | None = None
+    generation_started_ms: int | None = None
     retention_deleted: list[str] = field(default_factory=list)
+    fenced: str | None = None  # who holds the lease when we do not
 
 
 class Shipper:
+    name = "shipper"
+
     def __init__(
         self, engine: Engine, store: ObjectStore, prefix: str, options: ShipperOptions
     ) -> None:
@@ -79,9 +112,18 @@ class Shipper:
         self.prefix = prefix
         self.options = options
         self.stats = ShipperStats()
+        self.owner = str(uuid.uuid4())
+        self.lease = Lease(
+            store,
+            prefix,
+            owner=self.owner,
+            primary_id=self.redo.primary_id,
+            ttl_s=options.lease_ttl_s,
+        )
         self._reader = sqlite3.connect(engine.path, isolation_level=None, check_same_thread=False)
-        self._generation_started_ms = 0
+        self._known: dict[str, Generation] = {}
         self._resumed = False
+        self._origin = "first start"  # why the next generation starts, if it must
 
     # -- the loop -------------------------------------------------------------------
 
@@ -95,38 +137,49 @@ class Shipper:
                 # The interval is from pass to pass, so a commit waits at most one of them.
                 delay = max(0.0, self.options.sync_interval_s - (time.monotonic() - started))
             except Exception as exc:
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                backlog = self.redo.backlog()
-                lag = (
-                    ""
-                    if backlog.oldest_ms is None
-                    else (f", oldest {redo_log.backlog_age_s(backlog):.0f} s old")
-                )
-                log.warning(
-                    "shipping failed (%s); %d entries waiting%s; retrying",
-                    self.stats.last_error, backlog.entries, lag,
-                )  # fmt: skip
+                self._failed(exc)
                 delay = min(self.options.max_backoff_s, 0.5 * 2**attempt) * random.uniform(0.5, 1)
                 attempt += 1
             await _sleep_until(stop, delay)
         # A last attempt so a clean shutdown leaves nothing behind, within bounds.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sync_once(), timeout=10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.lease.release(), timeout=5)
+
+    def _failed(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        backlog = self.redo.backlog()
+        age = redo_log.backlog_age_s(backlog)
+        lag = "" if backlog.oldest_ms is None else f", oldest {age:.0f} s old"
+        log.warning(
+            "shipping failed (%s); %d entries waiting%s; retrying",
+            self.stats.last_error, backlog.entries, lag,
+        )  # fmt: skip
 
     async def sync_once(self) -> None:
-        """Make sure a generation exists, ship everything pending, rotate and prune."""
+        """Hold the lease, make sure a generation exists, ship, rotate and prune."""
+        if not await self.lease.ensure():
+            holder = self.lease.holder
+            self.stats.fenced = holder.describe() if holder else "another primary"
+            raise LeaseNotHeld(f"another primary holds the backup lease: {self.stats.fenced}")
+        self.stats.fenced = None
         if not self._resumed:
             await self.resume()
             self._resumed = True
         if self.stats.generation is None or not await self._continuous():
-            await self.start_generation()
+            await self.start_generation(self._origin)
         await self.ship_pending()
-        age_ms = time.time() * 1000 - self._generation_started_ms
-        if age_ms >= self.options.snapshot_interval_s * 1000:
-            await self.start_generation()
+        started = self.stats.generation_started_ms or 0
+        if time.time() * 1000 - started >= self.options.snapshot_interval_s * 1000:
+            await self.start_generation("rotation")
         await self.apply_retention()
         self.stats.last_success = time.time()
+
+    def _require_lease(self) -> None:
+        if not self.lease.held:
+            raise LeaseNotHeld("the backup lease could not be renewed in time")
 
     # -- shipping ------------------------------------------------------------------
 
@@ -138,7 +191,7 @@ class Shipper:
         run after it, would never get their turn.
         """
         if through is None:
-            through = await asyncio.to_thread(self._newest_captured)
+            through = await asyncio.to_thread(redo_log.newest, self._reader)
             if through is None:
                 return 0
         shipped = 0
@@ -148,9 +201,6 @@ class Shipper:
                 return shipped
             await self._upload_segment(entries)
             shipped += len(entries)
-
-    def _newest_captured(self) -> bytes | None:
-        return redo_log.newest(self._reader)
 
     def _read_complete_commits(self, through: bytes | None) -> list[RedoEntry]:
         limit = self.options.max_segment_entries
@@ -168,48 +218,45 @@ class Shipper:
             limit *= 2
 
     async def _upload_segment(self, entries: list[RedoEntry]) -> None:
+        self._require_lease()
         generation = self.stats.generation
         assert generation is not None
         first, last = entries[0].versionstamp12, entries[-1].versionstamp12
         name = layout.LogName(int.from_bytes(first[:8], "big"), first, last)
-        body = encode_segment(entries, self.options.compression)
+        body = encode_segment(entries, self.options.compression, self.stats.shipped_through)
         # Written once: a repeat after a crash finds the same object already there.
         await self.store.put(layout.log_key(self.prefix, generation, name), body, if_absent=True)
-        await self._record(shipped_through=last)
+        await self._record({SHIPPED_THROUGH: last.hex()}, trim_through=last)
+        self.stats.shipped_through = last
         self.stats.segments += 1
         self.stats.entries += len(entries)
         self.stats.bytes += len(body)
 
     async def _record(
-        self, shipped_through: bytes, generation: str | None = None, covered: bytes | None = None
+        self, state: dict[str, str], trim_through: bytes, covered: int | None = None
     ) -> None:
-        state = {"shipped_through": shipped_through.hex()}
-        if generation is not None:
-            state["generation"] = generation
-            state["generation_started_ms"] = str(self._generation_started_ms)
-        covered_version = None if covered is None else int.from_bytes(covered[:8], "big")
+        """Trim shipped rows and store the backup state, in one writer job."""
 
         def trim(tx: Tx) -> None:
-            self.redo.trim(tx.conn, shipped_through, state)
-            if covered_version is not None:
-                # The new generation's snapshot holds whatever was committed uncaptured.
-                self.redo.clear_uncaptured(tx.conn, covered_version)
+            self.redo.trim(tx.conn, trim_through, state)
+            if covered is not None:
+                # A new generation's snapshot holds whatever was committed uncaptured.
+                self.redo.clear_uncaptured(tx.conn, covered)
 
         await self.engine.run(trim, name="backup trim")
-        self.stats.shipped_through = shipped_through
-        if generation is not None:
-            self.stats.generation = generation
 
-    # -- generations ----------------------------------------------------------------
+    # -- resuming --------------------------------------------------------------------
 
     async def _continuous(self) -> bool:
         """Is the local file still the continuation of the generation we ship to?"""
         state, current = await asyncio.to_thread(self._state_and_version)
-        if state.get("generation") != self.stats.generation:
+        if state.get(GENERATION) != self.stats.generation:
+            self._origin = "not continuous"
             return False
         captured = int(state.get(redo_log.CAPTURED_VERSION, "0"))
         if state.get(redo_log.UNCAPTURED_AT) or current > captured:
             log.info("commits were made without redo capture; starting a new generation")
+            self._origin = "not continuous"
             return False
         return True
 
@@ -218,73 +265,194 @@ class Shipper:
             return redo_log.read_state(conn), tables.data_version(conn)
 
     async def resume(self) -> None:
-        """Pick up the generation a previous run was shipping to, if S3 still has it."""
-        state = await asyncio.to_thread(redo_log.read_state, self._reader)
-        generation = state.get("generation")
-        if generation is None:
+        """Pick up the generation a previous run shipped to, if this file continues it."""
+        state, _ = await asyncio.to_thread(self._state_and_version)
+        listing = await list_all(self.store, self.prefix, self._known)
+        await self._settle_pending(state, listing)
+        state, _ = await asyncio.to_thread(self._state_and_version)
+        name = state.get(GENERATION)
+        if name is None:
+            self._origin = "restored" if state.get(RESTORED_FROM) else "first start"
             return
-        try:
-            await self.store.get(layout.differential_key(self.prefix, generation))
-        except ObjectNotFound:
-            log.info("generation %s is not in the store; starting a new one", generation)
+        self._origin = "not continuous"
+        ours = next((g for g in listing.complete if g.name == name), None)
+        shipped = bytes.fromhex(state.get(SHIPPED_THROUGH, ZERO12.hex()))
+        why = await self._why_not_resume(ours, listing, shipped)
+        if why is not None:
+            log.info("not resuming backup generation %s: %s; starting a new one", name, why)
             return
-        self.stats.generation = generation
-        self.stats.shipped_through = bytes.fromhex(state.get("shipped_through", ZERO12.hex()))
-        self._generation_started_ms = int(state.get("generation_started_ms", "0"))
+        assert ours is not None
+        self.stats.generation = name
+        self.stats.generation_started_ms = ours.started_ms
 
-    async def start_generation(self) -> str:
-        now_ms = int(time.time() * 1000)
-        stamp, chunks = await read_snapshot(self.engine.path, self.options.compression, now_ms)
-        if self.stats.generation is not None:
-            # Close the old generation at exactly the new snapshot's point, so a
-            # replica following it can step over to the new one without a gap.
-            with contextlib.suppress(Exception):
-                await self.ship_pending(through=stamp + BOUNDARY)
-        generation = layout.new_generation(now_ms)
+    async def _why_not_resume(
+        self, ours: Generation | None, listing: Listing, shipped: bytes
+    ) -> str | None:
+        if ours is None:
+            return "it is not in the store"
+        if listing.complete[-1].name != ours.name:
+            return f"the newest generation is {listing.complete[-1].name}"
+        if ours.lineage is not None and ours.lineage.primary_id != self.redo.primary_id:
+            return "another database file wrote it"
+        tail, last_entry = await self._log_tail(ours)
+        if tail == shipped:
+            self.stats.shipped_through = shipped
+            return None
+        if tail > shipped and last_entry is not None and await self._holds(last_entry):
+            # Uploaded but not trimmed before a crash: the same history, go on from there.
+            await self._record({SHIPPED_THROUGH: tail.hex()}, trim_through=tail)
+            self.stats.shipped_through = tail
+            return None
+        return f"its log ends at {tail.hex()}, this file shipped through {shipped.hex()}"
+
+    async def _log_tail(self, gen: Generation) -> tuple[bytes, Any]:
+        """Where the generation's log ends in the store, and the last entry there."""
+        objects = await self.store.list(layout.generation_prefix(self.prefix, gen.name) + "logs/")
+        if not objects:
+            return gen.base12, None
+        newest = max(objects, key=lambda o: layout.parse_log_name(o.key).last12)
+        segment = decode_segment(await self.store.get(newest.key), newest.key)
+        last = segment.entries[-1]
+        return last.versionstamp12, last
+
+    async def _holds(self, entry: Any) -> bool:
+        """Does the local redo log hold exactly this entry (same stamp, key and value)?"""
+
+        def look() -> bool:
+            found = redo_log.read_after(self._reader, _before(entry.versionstamp12), 1)
+            if not found or found[0].versionstamp12 != entry.versionstamp12:
+                return False
+            if entry.queue is not None:
+                return found[0].is_queue_change
+            return found[0].key == entry.key and found[0].value == entry.value
+
+        return await asyncio.to_thread(look)
+
+    async def _settle_pending(self, state: dict[str, str], listing: Listing) -> None:
+        """A generation recorded as being written: adopt it if it completed, else drop it."""
+        pending = state.get(PENDING)
+        if not pending:
+            return
+        done = next((g for g in listing.complete if g.name == pending), None)
+        if done is not None:
+            through = max(done.base12, bytes.fromhex(state.get(SHIPPED_THROUGH, ZERO12.hex())))
+            await self._record(
+                {GENERATION: pending, SHIPPED_THROUGH: through.hex(), PENDING: ""},
+                trim_through=through,
+                covered=int.from_bytes(done.differential[:8], "big"),
+            )
+            log.info("adopted backup generation %s, completed before a restart", pending)
+            return
+        await self._delete_generation(pending)
+        await self._record({PENDING: ""}, trim_through=ZERO12)
+
+    # -- generations ----------------------------------------------------------------
+
+    async def start_generation(self, origin: str = "rotation") -> str:
+        self._require_lease()
+        stamp, taken_ms, chunks = await read_snapshot(self.engine.path, self.options.compression)
+        try:
+            lineage = await self._close_old(stamp, taken_ms, origin)
+            name = lineage.generation
+            await self._record({PENDING: name}, trim_through=ZERO12)
+            count = await self._upload_snapshot(name, stamp, chunks)
+        finally:
+            await chunks.aclose()
+        await self.store.put(lineage_key(self.prefix, name), lineage.encode(), if_absent=True)
+        # The differential marks the generation complete; readers ignore folders without it.
+        self._require_lease()
+        await self.store.put(
+            layout.differential_key(self.prefix, name), stamp.hex().encode(), if_absent=True
+        )
+        through = max(stamp + BOUNDARY, self.stats.shipped_through)
+        await self._record(
+            {GENERATION: name, SHIPPED_THROUGH: through.hex(), PENDING: "", RESTORED_FROM: ""},
+            trim_through=through,
+            covered=int.from_bytes(stamp[:8], "big"),
+        )
+        self.stats.generation = name
+        self.stats.generation_started_ms = taken_ms
+        self.stats.shipped_through = through
+        self.stats.generations += 1
+        self._origin = "rotation"
+        log.info(
+            "started backup generation %s at %s (%d keys; %s)", name, stamp.hex(), count, origin
+        )
+        return name
+
+    async def _close_old(self, stamp: bytes, taken_ms: int, origin: str) -> Lineage:
+        """The new generation's lineage; a rotation first ships the old log through `stamp`."""
+        continues: tuple[str, bytes, bytes | None] | None = None
+        old = self.stats.generation
+        if origin == "rotation" and old is not None:
+            # Must succeed: the old log is trimmed only once it reached the snapshot.
+            await self.ship_pending(through=stamp + BOUNDARY)
+            continues = (old, stamp, self.stats.shipped_through)
+        elif origin == "restored":
+            continues = await self._restored_point(stamp)
+        return Lineage(
+            generation=layout.new_generation(taken_ms),
+            primary_id=self.redo.primary_id,
+            owner=self.owner,
+            host=socket.gethostname(),
+            snapshot_versionstamp=stamp,
+            snapshot_time_ms=taken_ms,
+            continues_generation=continues[0] if continues else None,
+            continues_versionstamp=continues[1] if continues else None,
+            continues_log_end=continues[2] if continues else None,
+            origin=origin,
+            lease_epoch=self.lease.epoch,
+        )
+
+    async def _restored_point(self, stamp: bytes) -> tuple[str, bytes, None] | None:
+        """A restored file continues its source, if nothing was committed since the restore."""
+        state, _ = await asyncio.to_thread(self._state_and_version)
+        source, _, point = state.get(RESTORED_FROM, "").partition(" ")
+        if source and point and bytes.fromhex(point) == stamp:
+            return source, stamp, None
+        return None
+
+    async def _upload_snapshot(self, name: str, stamp: bytes, chunks: Any) -> int:
         monoseq = int.from_bytes(stamp[:8], "big")
         count = 0
         async for chunk in chunks:
-            name = layout.SnapshotName(monoseq, chunk.seq)
-            key = layout.snapshot_key(self.prefix, generation, name)
+            self._require_lease()
+            key = layout.snapshot_key(self.prefix, name, layout.SnapshotName(monoseq, chunk.seq))
             await self.store.put(key, chunk.body, if_absent=True)
             count += chunk.entries
-        # The differential marks the generation complete; readers ignore folders without it.
-        await self.store.put(
-            layout.differential_key(self.prefix, generation), stamp.hex().encode(), if_absent=True
-        )
-        self._generation_started_ms = now_ms
-        through = max(stamp + BOUNDARY, self.stats.shipped_through)
-        await self._record(shipped_through=through, generation=generation, covered=stamp)
-        self.stats.generations += 1
-        log.info("started backup generation %s at %s (%d keys)", generation, stamp.hex(), count)
-        return generation
+        return count
 
     async def apply_retention(self) -> list[str]:
-        folders = await self.store.list_folders(layout.generations_prefix(self.prefix))
+        """Delete generations no point in the window needs, and abandoned partial ones."""
+        listing = await list_all(self.store, self.prefix, self._known)
+        current = self.stats.generation
         doomed = doomed_generations(
-            [f.rstrip("/") for f in folders],
+            [g.name for g in listing.complete],
             time.time() * 1000,
             self.options.retention_s,
-            self.stats.generation,
+            current,
         )
+        # A folder without a differential older than our generation was left by a crash.
+        doomed += [n for n in listing.incomplete if current is not None and n < current]
         for name in doomed:
-            prefix = layout.generation_prefix(self.prefix, name)
-            objects = await self.store.list(prefix)
-            keys = [o.key for o in objects]
-            differential = layout.differential_key(self.prefix, name)
-            # Unmark the generation first, so a half-deleted one is never used.
-            await self.store.delete([k for k in keys if k == differential])
-            await self.store.delete([k for k in keys if k != differential])
+            self._require_lease()
+            await self._delete_generation(name)
+            self._known.pop(name, None)
             log.info("retention: deleted generation %s", name)
         self.stats.retention_deleted += doomed
         return doomed
+
+    async def _delete_generation(self, name: str) -> None:
+        keys = [o.key for o in await self.store.list(layout.generation_prefix(self.prefix, name))]
+        differential = layout.differential_key(self.prefix, name)
+        # Unmark the generation first, so a half-deleted one is never used.
+        await self.store.delete([k for k in keys if k == differential])
+        await self.store.delete([k for k in keys if k != differential])
 
     def close(self) -> None:
         self._reader.close()
 
     # -- health (a `denokv.health.Component`) ----------------------------------------
-
-    name = "shipper"
 
     def metrics(self) -> Iterator[Any]:
         stats = self.stats
@@ -300,6 +468,11 @@ class Shipper:
         yield CounterMetricFamily(
             "denokv_s3_generations", "Backup generations started", value=stats.generations
         )
+        yield GaugeMetricFamily(
+            "denokv_backup_lease_held",
+            "1 while this primary holds the prefix's backup lease",
+            value=1 if self.lease.held else 0,
+        )
         if stats.last_success is not None:
             yield GaugeMetricFamily(
                 "denokv_s3_last_success_timestamp_seconds",
@@ -308,23 +481,36 @@ class Shipper:
             )
 
     def problems(self) -> list[str]:
+        found = []
+        if self.stats.fenced is not None:
+            found.append(
+                f"not shipping: another primary holds the backup lease ({self.stats.fenced})"
+            )
         age = redo_log.backlog_age_s(self.redo.backlog())
         if age > self.options.ready_max_lag_s:
-            return [f"backup is more than {self.options.ready_max_lag_s:.0f} s behind"]
-        return []
+            found.append(f"backup is more than {self.options.ready_max_lag_s:.0f} s behind")
+        return found
 
     def status(self) -> dict[str, Any]:
         stats = self.stats
         return {
             "generation": stats.generation,
-            "generation_started_ms": self._generation_started_ms or None,
+            "generation_started_ms": stats.generation_started_ms,
             "shipped_through": stats.shipped_through.hex(),
             "last_upload_ms": None if stats.last_success is None else stats.last_success * 1000,
             "segments_total": stats.segments,
             "bytes_total": stats.bytes,
             "errors": stats.errors,
             "last_error": stats.last_error,
+            "lease_held": self.lease.held,
+            "lease_holder": stats.fenced,
         }
+
+
+def _before(stamp12: bytes) -> bytes:
+    """The largest 12-byte value below `stamp12` (for a `> after` lookup of it)."""
+    n = int.from_bytes(stamp12, "big")
+    return max(0, n - 1).to_bytes(12, "big")
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+import time
 from dataclasses import dataclass
 
 from denokv import tables
@@ -29,17 +29,18 @@ class SnapshotChunk:
     entries: int
 
 
-async def read_snapshot(
-    path: str, compression: str, now_ms: int
-) -> tuple[bytes, AsyncIterator[SnapshotChunk]]:
-    """Open a read transaction; return its versionstamp and the chunks, produced lazily.
+async def read_snapshot(path: str, compression: str) -> tuple[bytes, int, _Chunks]:
+    """Open a read transaction; return its versionstamp, its time and the chunks (lazily).
 
-    The reading runs on a thread that holds the transaction until the last
-    chunk was taken, so the database can keep taking writes meanwhile (WAL).
+    The time is read once the transaction sees its state, so a commit dated
+    after it is never in the snapshot (a restore to a time picks the generation
+    by it). The reading runs on a thread that holds the transaction until the
+    last chunk was taken, so the database keeps taking writes meanwhile (WAL).
+    Close the iterator (`aclose`) if it is not read to the end.
     """
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[SnapshotChunk | BaseException | None] = asyncio.Queue(maxsize=4)
-    started: asyncio.Future[bytes] = loop.create_future()
+    started: asyncio.Future[tuple[bytes, int]] = loop.create_future()
     stop = threading.Event()
 
     def produce() -> None:
@@ -47,7 +48,8 @@ async def read_snapshot(
         try:
             conn.execute("begin")
             version = tables.data_version(conn)
-            loop.call_soon_threadsafe(started.set_result, versionstamp(version))
+            now_ms = time.time_ns() // 1_000_000
+            loop.call_soon_threadsafe(started.set_result, (versionstamp(version), now_ms))
             batch: list[SnapshotEntry] = []
             size = 0
             seq = 0
@@ -82,25 +84,52 @@ async def read_snapshot(
 
     thread = threading.Thread(target=produce, name="denokv-snapshot", daemon=True)
     thread.start()
-    stamp = await started
+    stamp, taken_ms = await started
 
-    async def iterate() -> AsyncIterator[SnapshotChunk]:
-        try:
-            while True:
-                item = await chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():  # let the producer finish its last hand-over
-                if not chunks.empty():
-                    chunks.get_nowait()
-                await asyncio.sleep(0.01)
+    return stamp, taken_ms, _Chunks(chunks, thread, stop)
 
-    return stamp, iterate()
+
+class _Chunks:
+    """The snapshot's chunks as they are produced; `aclose` ends the read transaction.
+
+    A class rather than an async generator: a generator that was never started
+    would not run its cleanup on `aclose`, and the producer would hold its
+    transaction (and keep the WAL from being checkpointed) for good.
+    """
+
+    def __init__(
+        self,
+        chunks: asyncio.Queue[SnapshotChunk | BaseException | None],
+        thread: threading.Thread,
+        stop: threading.Event,
+    ) -> None:
+        self._chunks = chunks
+        self._thread = thread
+        self._stop = stop
+        self._done = False
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> SnapshotChunk:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._chunks.get()
+        if item is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            await self.aclose()
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        self._done = True
+        self._stop.set()
+        while self._thread.is_alive():  # let the producer finish its last hand-over
+            if not self._chunks.empty():
+                self._chunks.get_nowait()
+            await asyncio.sleep(0.01)
 
 
 def _queue_state(conn: sqlite3.Connection) -> list[QueueChange]:

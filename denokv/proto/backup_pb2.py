@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65nokv/proto/backup.proto\x12\x12\x63om.deno.kv.backup\"\xbe\x01\n\x13\x42\x61\x63kupSnapshotRange\x12\x33\n\tdata_list\x18\x01 \x03(\x0b\x32 .com.deno.kv.backup.BackupKvPair\x12\x37\n\rmetadata_list\x18\x02 \x03(\x0b\x32 .com.deno.kv.backup.BackupKvPair\x12\x39\n\nqueue_rows\x18\x0f \x03(\x0b\x32%.com.deno.kv.backup.BackupQueueChange\"*\n\x0c\x42\x61\x63kupKvPair\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xa9\x01\n\x13\x42\x61\x63kupMutationRange\x12>\n\x07\x65ntries\x18\x01 \x03(\x0b\x32-.com.deno.kv.backup.BackupReplicationLogEntry\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x04\x12<\n\rqueue_changes\x18\x0f \x03(\x0b\x32%.com.deno.kv.backup.BackupQueueChange\"\xb3\x01\n\x19\x42\x61\x63kupReplicationLogEntry\x12\x14\n\x0cversionstamp\x18\x01 \x01(\x0c\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32(.com.deno.kv.backup.BackupKvMutationKind\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\r\n\x05value\x18\x04 \x01(\x0c\x12\x16\n\x0evalue_encoding\x18\x05 \x01(\x05\x12\x14\n\x0c\x65xpire_at_ms\x18\x06 \x01(\x04\"\xdc\x01\n\x11\x42\x61\x63kupQueueChange\x12\x14\n\x0cversionstamp\x18\x01 \x01(\x0c\x12\x37\n\x04kind\x18\x02 \x01(\x0e\x32).com.deno.kv.backup.BackupQueueChangeKind\x12\n\n\x02ts\x18\x03 \x01(\x03\x12\n\n\x02id\x18\x04 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x18\n\x10\x62\x61\x63koff_schedule\x18\x06 \x01(\t\x12\x1b\n\x13keys_if_undelivered\x18\x07 \x01(\x0c\x12\x1b\n\x13\x63ommit_timestamp_ms\x18\x08 \x01(\x04*h\n\x14\x42\x61\x63kupKvMutationKind\x12\x12\n\x0eMK_UNSPECIFIED\x10\x00\x12\n\n\x06MK_SET\x10\x01\x12\x0c\n\x08MK_CLEAR\x10\x02\x12\n\n\x06MK_SUM\x10\x03\x12\n\n\x06MK_MAX\x10\x04\x12\n\n\x06MK_MIN\x10\x05*}\n\x15\x42\x61\x63kupQueueChangeKind\x12\x12\n\x0eQC_UNSPECIFIED\x10\x00\x12\x10\n\x0cQC_QUEUE_PUT\x10\x01\x12\x13\n\x0fQC_QUEUE_DELETE\x10\x02\x12\x12\n\x0eQC_RUNNING_PUT\x10\x03\x12\x15\n\x11QC_RUNNING_DELETE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64\x65nokv/proto/backup.proto\x12\x12\x63om.deno.kv.backup\"\xbe\x01\n\x13\x42\x61\x63kupSnapshotRange\x12\x33\n\tdata_list\x18\x01 \x03(\x0b\x32 .com.deno.kv.backup.BackupKvPair\x12\x37\n\rmetadata_list\x18\x02 \x03(\x0b\x32 .com.deno.kv.backup.BackupKvPair\x12\x39\n\nqueue_rows\x18\x0f \x03(\x0b\x32%.com.deno.kv.backup.BackupQueueChange\"*\n\x0c\x42\x61\x63kupKvPair\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"\xc8\x01\n\x13\x42\x61\x63kupMutationRange\x12>\n\x07\x65ntries\x18\x01 \x03(\x0b\x32-.com.deno.kv.backup.BackupReplicationLogEntry\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x04\x12<\n\rqueue_changes\x18\x0f \x03(\x0b\x32%.com.deno.kv.backup.BackupQueueChange\x12\x1d\n\x15previous_versionstamp\x18\x10 \x01(\x0c\"\xb3\x01\n\x19\x42\x61\x63kupReplicationLogEntry\x12\x14\n\x0cversionstamp\x18\x01 \x01(\x0c\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32(.com.deno.kv.backup.BackupKvMutationKind\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\r\n\x05value\x18\x04 \x01(\x0c\x12\x16\n\x0evalue_encoding\x18\x05 \x01(\x05\x12\x14\n\x0c\x65xpire_at_ms\x18\x06 \x01(\x04\"\xdc\x01\n\x11\x42\x61\x63kupQueueChange\x12\x14\n\x0cversionstamp\x18\x01 \x01(\x0c\x12\x37\n\x04kind\x18\x02 \x01(\x0e\x32).com.deno.kv.backup.BackupQueueChangeKind\x12\n\n\x02ts\x18\x03 \x01(\x03\x12\n\n\x02id\x18\x04 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x18\n\x10\x62\x61\x63koff_schedule\x18\x06 \x01(\t\x12\x1b\n\x13keys_if_undelivered\x18\x07 \x01(\x0c\x12\x1b\n\x13\x63ommit_timestamp_ms\x18\x08 \x01(\x04*h\n\x14\x42\x61\x63kupKvMutationKind\x12\x12\n\x0eMK_UNSPECIFIED\x10\x00\x12\n\n\x06MK_SET\x10\x01\x12\x0c\n\x08MK_CLEAR\x10\x02\x12\n\n\x06MK_SUM\x10\x03\x12\n\n\x06MK_MAX\x10\x04\x12\n\n\x06MK_MIN\x10\x05*}\n\x15\x42\x61\x63kupQueueChangeKind\x12\x12\n\x0eQC_UNSPECIFIED\x10\x00\x12\x10\n\x0cQC_QUEUE_PUT\x10\x01\x12\x13\n\x0fQC_QUEUE_DELETE\x10\x02\x12\x12\n\x0eQC_RUNNING_PUT\x10\x03\x12\x15\n\x11QC_RUNNING_DELETE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'denokv.proto.backup_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BACKUPKVMUTATIONKIND']._serialized_start=863
-  _globals['_BACKUPKVMUTATIONKIND']._serialized_end=967
-  _globals['_BACKUPQUEUECHANGEKIND']._serialized_start=969
-  _globals['_BACKUPQUEUECHANGEKIND']._serialized_end=1094
+  _globals['_BACKUPKVMUTATIONKIND']._serialized_start=894
+  _globals['_BACKUPKVMUTATIONKIND']._serialized_end=998
+  _globals['_BACKUPQUEUECHANGEKIND']._serialized_start=1000
+  _globals['_BACKUPQUEUECHANGEKIND']._serialized_end=1125
   _globals['_BACKUPSNAPSHOTRANGE']._serialized_start=50
   _globals['_BACKUPSNAPSHOTRANGE']._serialized_end=240
   _globals['_BACKUPKVPAIR']._serialized_start=242
   _globals['_BACKUPKVPAIR']._serialized_end=284
   _globals['_BACKUPMUTATIONRANGE']._serialized_start=287
-  _globals['_BACKUPMUTATIONRANGE']._serialized_end=456
-  _globals['_BACKUPREPLICATIONLOGENTRY']._serialized_start=459
-  _globals['_BACKUPREPLICATIONLOGENTRY']._serialized_end=638
-  _globals['_BACKUPQUEUECHANGE']._serialized_start=641
-  _globals['_BACKUPQUEUECHANGE']._serialized_end=861
+  _globals['_BACKUPMUTATIONRANGE']._serialized_end=487
+  _globals['_BACKUPREPLICATIONLOGENTRY']._serialized_start=490
+  _globals['_BACKUPREPLICATIONLOGENTRY']._serialized_end=669
+  _globals['_BACKUPQUEUECHANGE']._serialized_start=672
+  _globals['_BACKUPQUEUECHANGE']._serialized_end=892
 # @@protoc_insertion_point(module_scope)

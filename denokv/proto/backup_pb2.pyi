@@ -54,14 +54,16 @@ class BackupKvPair(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class BackupMutationRange(_message.Message):
-    __slots__ = ("entries", "timestamp_ms", "queue_changes")
+    __slots__ = ("entries", "timestamp_ms", "queue_changes", "previous_versionstamp")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSIONSTAMP_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[BackupReplicationLogEntry]
     timestamp_ms: int
     queue_changes: _containers.RepeatedCompositeFieldContainer[BackupQueueChange]
-    def __init__(self, entries: _Optional[_Iterable[_Union[BackupReplicationLogEntry, _Mapping]]] = ..., timestamp_ms: _Optional[int] = ..., queue_changes: _Optional[_Iterable[_Union[BackupQueueChange, _Mapping]]] = ...) -> None: ...
+    previous_versionstamp: bytes
+    def __init__(self, entries: _Optional[_Iterable[_Union[BackupReplicationLogEntry, _Mapping]]] = ..., timestamp_ms: _Optional[int] = ..., queue_changes: _Optional[_Iterable[_Union[BackupQueueChange, _Mapping]]] = ..., previous_versionstamp: _Optional[bytes] = ...) -> None: ...
 
 class BackupReplicationLogEntry(_message.Message):
     __slots__ = ("versionstamp", "kind", "key", "value", "value_encoding", "expire_at_ms")
