@@ -141,6 +141,7 @@ class Follower:
         if state.get("bootstrapped") != "1":
             await self._bootstrap(newest)
             state = await self._state()
+        self.stats.bootstrapped = True
         generation = state["generation"]
         try:
             await self._fetch_logs(generation, apply)
