@@ -104,9 +104,11 @@ def assert_same(actual: object, expected: object) -> None:
 def test_kvu64_accepts_exactly_the_u64_range() -> None:
     assert int(KvU64(0)) == 0
     assert int(KvU64(U64_MAX)) == 2**64 - 1
-    for bad in (-1, 2**64):
-        with pytest.raises(ValueError, match="2\\*\\*64 - 1"):
-            KvU64(bad)
+    # Deno's RangeError texts; KvValidationError is a ValueError.
+    with pytest.raises(ValueError, match="Value must be a positive bigint: received -1"):
+        KvU64(-1)
+    with pytest.raises(ValueError, match="Value must fit in a 64-bit unsigned integer"):
+        KvU64(2**64)
     for wrong_type in (True, 1.0, "1"):
         with pytest.raises(TypeError):
             KvU64(wrong_type)  # type: ignore[arg-type]
