@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from starlette.routing import Route
 
 from denokv import limits as L
 from denokv.engine import Engine
+from denokv.health import Component
 from denokv.operations import EngineClosed, EngineUnavailable, WriteError
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
@@ -89,9 +91,12 @@ class KvServer:
         self.auth = Authenticator(config.access_tokens or [config.access_token])
         self.closing = False
         self.metrics = Metrics(engine)
+        self.observe = RequestObserver(self.metrics)
         self.readiness = Readiness()
         self.body_policy = BodyPolicy(config.body_timeout_s)
         self.nudger = AckNudger() if config.quickack else None
+        if self.nudger is not None:
+            self.metrics.registry.register(_ComponentMetrics(self.nudger))
         self.log = log
         unary = UnaryCalls(self)
         self.routes: dict[str, KvRoute] = {
@@ -193,6 +198,37 @@ class KvServer:
             return
         finally:
             subscription.close()
+
+
+class _ComponentMetrics(Collector):
+    """Serves a health component's metrics from the server's registry."""
+
+    def __init__(self, component: Component) -> None:
+        self.component = component
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.component.metrics()
+
+
+class RequestObserver:
+    """Counts a finished request: `Metrics.observe` with its labelled series kept.
+
+    Looking the series up by label on every request cost ~11 us here, more
+    than the SQLite read; with them kept it is ~2.5 us.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._requests = metrics.requests
+        self._latency = metrics.latency
+        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def __call__(self, endpoint: str, status: int, seconds: float) -> None:
+        series = self._series.get((endpoint, status))
+        if series is None:
+            series = (self._requests.labels(endpoint, str(status)), self._latency.labels(endpoint))
+            self._series[(endpoint, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 def _frame(payload: bytes) -> bytes:

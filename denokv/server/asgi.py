@@ -78,11 +78,11 @@ class AsgiFront:
             if reply is None:
                 return
         if isinstance(reply, Stream):
-            server.metrics.observe(route.name, reply.status, time.perf_counter() - started)
+            server.observe(route.name, reply.status, time.perf_counter() - started)
             await _stream(send, receive, reply, route.name)
             return
         await _respond(send, *reply)
-        server.metrics.observe(route.name, reply[0], time.perf_counter() - started)
+        server.observe(route.name, reply[0], time.perf_counter() - started)
 
 
 async def _respond(send: Any, status: int, content_type: str, body: bytes,

@@ -80,7 +80,7 @@ class RsgiFront:
         self.server = server
         self.routes = server.routes
         self.policy = server.body_policy
-        self.observe = server.metrics.observe
+        self.observe = server.observe
         self._addresses: dict[tuple[str, str], tuple[tuple[str, int], int] | None] = {}
 
     async def __call__(self, scope: Any, proto: Any) -> None:

@@ -31,7 +31,11 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily
 
 log = logging.getLogger("denokv.tcp")
 
@@ -50,12 +54,21 @@ class AckStats:
 
 
 class AckNudger:
-    """Sets TCP_QUICKACK (and TCP_NODELAY once) on the socket of a request's connection."""
+    """Sets TCP_QUICKACK (and TCP_NODELAY once) on the socket of a request's connection.
+
+    A health component (`denokv.health.Component`): it reports its counters
+    as metrics and never makes the server unready.
+    """
+
+    name = "tcp"
 
     def __init__(self) -> None:
         self.enabled = _TCP_QUICKACK is not None and sys.platform == "linux"
         self.stats = AckStats()
         self._fds: dict[tuple[str, int, int], int] = {}
+        # Connections a fresh scan did not find (closed meanwhile, or not TCP):
+        # not worth another scan each. Bounded; cleared when full.
+        self._unfindable: set[tuple[str, int, int]] = set()
 
     def nudge(self, client: Peer | None, local_port: int) -> None:
         """Call when a request's headers arrived, before reading its body."""
@@ -66,13 +79,39 @@ class AckNudger:
         if fd is not None and _quickack(fd, key):
             self.stats.nudged += 1
             return
+        if key in self._unfindable:
+            self.stats.unmatched += 1
+            return
         self._scan()
         fd = self._fds.get(key)
         if fd is not None and _quickack(fd, key):
             _set_nodelay(fd)
             self.stats.nudged += 1
-        else:
-            self.stats.unmatched += 1
+            return
+        self.stats.unmatched += 1
+        if len(self._unfindable) >= 4096:
+            self._unfindable.clear()
+        self._unfindable.add(key)
+
+    def metrics(self) -> Iterator[Any]:
+        counter = CounterMetricFamily(
+            "denokv_tcp_quickack", "Requests whose connection was told to ACK at once",
+            labels=["result"],
+        )  # fmt: skip
+        counter.add_metric(["sent"], self.stats.nudged)
+        counter.add_metric(["socket_not_found"], self.stats.unmatched)
+        yield counter
+        yield CounterMetricFamily(
+            "denokv_tcp_socket_scans", "Scans of the open descriptors for new connections",
+            value=self.stats.scans,
+        )  # fmt: skip
+
+    def problems(self) -> list[str]:
+        return []
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "quickacks": self.stats.nudged,
+                "sockets_not_found": self.stats.unmatched, "scans": self.stats.scans}  # fmt: skip
 
     def _scan(self) -> None:
         """Map every connected TCP socket of this process by its addresses."""
