@@ -21,12 +21,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.trivial_app import rsgi_app  # noqa: E402
-from denokv.engine import Engine  # noqa: E402
-from denokv.keys import KvNumber, encode_key  # noqa: E402
-from denokv.operations import AtomicWrite, Mutation, MutationKind  # noqa: E402
-from denokv.proto import datapath_pb2 as pb  # noqa: E402
-from denokv.server.app import KvServer, ServerConfig  # noqa: E402
+from bench.trivial_app import rsgi_app
+from denokv.engine import Engine
+from denokv.keys import KvNumber, encode_key
+from denokv.operations import AtomicWrite, Mutation, MutationKind
+from denokv.proto import datapath_pb2 as pb
+from denokv.server.app import KvServer, ServerConfig
 
 TOKEN = "probe-token-0123456789"
 

@@ -64,8 +64,9 @@ def test_without_tcp_quickack_nothing_is_touched(server_factory: type) -> None:
 def test_deeply_nested_metadata_json_is_a_400_not_a_500(server: ServerProcess) -> None:
     for http2 in (False, True):
         with httpx.Client(http1=not http2, http2=http2) as client:
-            resp = client.post(server.url + "/", content=b"[" * 100_000, headers={
-                "content-type": "application/json", "authorization": f"Bearer {server.token}"})  # fmt: skip
+            headers = {"content-type": "application/json",
+                       "authorization": f"Bearer {server.token}"}  # fmt: skip
+            resp = client.post(server.url + "/", content=b"[" * 100_000, headers=headers)
         assert (resp.status_code, resp.text) == (400, L.NEED_PROTOCOL_2)
     assert "Traceback" not in server.logs() and "ERROR" not in server.logs()
 

@@ -134,10 +134,8 @@ def test_without_a_primary_writes_are_disabled_and_reads_are_eventual(
                     await asyncio.sleep(0.05)
                 with pytest.raises(denokv.errors.KvWriteDisabledError):
                     await kv.set(["x"], 1)
-                with pytest.raises(
-                    denokv.errors.KvReadDisabledError,
-                    match="Strong consistency reads are not available",
-                ):
+                with pytest.raises(denokv.errors.KvReadDisabledError,
+                                   match="Strong consistency reads are not available"):
                     await kv.get(["total"])  # fmt: skip
 
         import denokv.errors
@@ -284,8 +282,8 @@ def test_a_replica_with_a_wrong_primary_token_answers_a_clear_4xx_and_logs_it_on
 
     endpoint, bucket = s3_bucket
     primary = start_primary(tmp_path, endpoint, bucket)
-    replica = replica_process(tmp_path, endpoint, bucket, primary.token, "--primary-url",
-                              primary.url, "--primary-access-token", "not-the-primary-token")  # fmt: skip
+    wrong = ["--primary-url", primary.url, "--primary-access-token", "not-the-primary-token"]
+    replica = replica_process(tmp_path, endpoint, bucket, primary.token, *wrong)
     replica.start()
     try:
         wait_ready(replica)
