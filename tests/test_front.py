@@ -33,7 +33,7 @@ def metric(url: str, name: str) -> float | None:
 
 
 @pytest.mark.deno
-@pytest.mark.parametrize("http_server", ["granian", "hypercorn"])
+@pytest.mark.parametrize("http_server", ["granian", "granian-asgi", "hypercorn"])
 def test_every_request_of_a_deno_client_gets_its_prompt_ack(
     server_factory: type, http_server: str
 ) -> None:
@@ -50,6 +50,42 @@ def test_every_request_of_a_deno_client_gets_its_prompt_ack(
     # 2 metadata exchanges, 1 set, 2 x (2 warm-up + 20) calls, and our own /metrics.
     assert sent is not None and sent >= 2 + 1 + 44
     assert missed == 0
+
+
+def test_the_nudger_finds_each_connection_and_never_closes_a_descriptor() -> None:
+    import os
+
+    from denokv.server.tcp import AckNudger
+
+    nudger = AckNudger()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        peer = client.getsockname()
+        open_fds = sorted(os.listdir("/proc/self/fd"))
+        nudger.nudge(peer, port)
+        nudger.nudge(peer, port)
+        assert (nudger.stats.nudged, nudger.stats.scans) == (2, 1)  # one scan per connection
+        assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        client.sendall(b"still open")
+        assert served.recv(64) == b"still open"
+        assert sorted(os.listdir("/proc/self/fd")) == open_fds
+        # The connection closes; a new one likely gets the same descriptor number.
+        client.close()
+        served.close()
+        client2 = socket.create_connection(("127.0.0.1", port))
+        served2, _ = listener.accept()
+        with client2, served2:
+            nudger.nudge(peer, port)  # the old connection: found nowhere, not the new one
+            assert nudger.stats.nudged == 2
+            nudger.nudge(peer, port)  # and not scanned for again
+            assert nudger.stats.scans == 2
+            nudger.nudge(client2.getsockname(), port)
+            assert nudger.stats.nudged == 3
+            served2.sendall(b"ok")
+            assert client2.recv(8) == b"ok"
 
 
 def test_without_tcp_quickack_nothing_is_touched(server_factory: type) -> None:

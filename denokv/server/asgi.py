@@ -58,9 +58,7 @@ class AsgiFront:
             return
         nudger = server.nudger
         if nudger is not None:
-            client, local = scope.get("client"), scope.get("server")
-            if client and local:
-                nudger.nudge((client[0], int(client[1])), int(local[1]))
+            _nudge(nudger, scope.get("client"), scope.get("server"))
         route = server.routes.get(scope["path"])
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request = AsgiRequest(headers, receive, server.body_policy)
@@ -83,6 +81,24 @@ class AsgiFront:
             return
         await _respond(send, *reply)
         server.observe(route.name, reply[0], time.perf_counter() - started)
+
+
+def _nudge(nudger: Any, client: Any, local: Any) -> None:
+    """Prompt ACK for TCP peers; Unix sockets and test transports have no port.
+
+    Ports are ints under hypercorn and strings under granian's ASGI.
+    """
+    if not client or not local:
+        return
+    peer_port, local_port = _port(client[1]), _port(local[1])
+    if peer_port is not None and local_port is not None:
+        nudger.nudge((client[0], peer_port), local_port)
+
+
+def _port(value: object) -> int | None:
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 async def _respond(send: Any, status: int, content_type: str, body: bytes,
