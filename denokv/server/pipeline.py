@@ -91,14 +91,14 @@ class BodyPolicy:
         """Await `whole` (an awaitable giving the full body) or join `reader`'s chunks."""
         task = asyncio.current_task()
         if task is None:  # not inside a task: nothing to cancel, read without a deadline
-            return await self._read(reader, whole)
+            return await whole if whole is not None else await self._join(reader)  # type: ignore[misc,no-any-return]
         loop = asyncio.get_running_loop()
         self._waiting[task] = loop.time() + self.timeout_s
         if not self._ticking:
             self._ticking = True
             loop.call_later(1.0, self._tick, loop)
         try:
-            body = await self._read(reader, whole)
+            body = await whole if whole is not None else await self._join(reader)  # type: ignore[misc]
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise
@@ -112,9 +112,7 @@ class BodyPolicy:
             self._expired.discard(task)
         return body
 
-    async def _read(self, reader: AsyncIterator[bytes] | None, whole: object | None) -> bytes:
-        if whole is not None:
-            return await whole  # type: ignore[misc,no-any-return]
+    async def _join(self, reader: AsyncIterator[bytes] | None) -> bytes:
         assert reader is not None
         chunks = []
         size = 0
