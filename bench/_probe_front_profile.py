@@ -4,7 +4,8 @@
                                         [--path /v2/snapshot_read] [--seconds 8]
 
 Writes py-spy's collapsed stacks to OUT.txt and prints the functions with the
-most samples (self and inclusive), main thread only (the event loop).
+most samples (self and inclusive) over all threads; a sample with no Python
+frame (empty name) is a granian Rust thread at work, unless --native names it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
     p.add_argument("--proto", default="http1")
     p.add_argument("--path", default="/v2/snapshot_read")
     p.add_argument("--seconds", type=float, default=8)
+    p.add_argument("--native", action="store_true", help="include Rust/C frames (py-spy --native)")
     args = p.parse_args()
     children = Children()
     with tempfile.TemporaryDirectory(prefix="probe-front-") as tmp:
@@ -78,8 +80,9 @@ def main() -> None:
             subprocess.run(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                  str(srv.proc.pid), "--duration", str(int(args.seconds)), "--rate", "250",
-                 "--format", "raw", "--output", args.out, "--nonblocking"],
-                check=True, capture_output=True,
+                 "--format", "raw", "--output", args.out,
+                 *(["--native"] if args.native else ["--nonblocking"])],
+                check=False, capture_output=True,
             )  # fmt: skip
             loader.communicate(timeout=60)
         finally:
