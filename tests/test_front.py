@@ -226,3 +226,25 @@ def test_a_bad_token_file_on_reload_keeps_the_old_tokens(
         assert kv.get(b"\x02k\x00") is None
     finally:
         kv.close()
+
+
+@pytest.mark.parametrize("http_server", ["granian", "hypercorn"])
+@pytest.mark.parametrize("http2", [False, True])
+def test_a_watch_stream_ends_when_its_client_goes_away(
+    server_factory: type, http_server: str, http2: bool
+) -> None:
+    from denokv.proto import datapath_pb2 as pb
+
+    srv = server_factory(http_server=http_server).start()
+    body = pb.Watch(keys=[pb.WatchKey(key=b"\x02w\x00")]).SerializeToString()
+    headers = {"authorization": f"Bearer {srv.token}", **DATA_HEADERS}
+    client = httpx.Client(http1=not http2, http2=http2)
+    with client, client.stream("POST", srv.url + "/v2/watch", content=body, headers=headers) as r:
+        assert r.status_code == 200
+        chunks = r.iter_bytes()  # kept: dropping the iterator would close the response
+        assert next(chunks)  # the stream is up
+        assert metric(srv.url, "denokv_watch_streams_open") == 1
+    deadline = time.monotonic() + 15
+    while metric(srv.url, "denokv_watch_streams_open") != 0:
+        assert time.monotonic() < deadline, "the watch stream outlived its client"
+        time.sleep(0.1)

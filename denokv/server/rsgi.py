@@ -10,6 +10,8 @@ with the same body reader and error ladder.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -130,16 +132,27 @@ class RsgiFront:
 
 
 async def _stream(proto: Any, reply: Stream, what: str) -> None:
+    """Send frames until they end or the client goes away, whichever comes first."""
     frames = reply.frames
-    try:
+
+    async def pump() -> None:
         transport = proto.response_stream(reply.status, [("content-type", reply.content_type)])
         async for frame in frames:
             await transport.send_bytes(frame)
-    except _CLOSED:
-        pass  # the client went away: the stream just ends
-    except Exception as exc:
-        error_reply(exc, what)  # logs it; the answer has begun, so nothing more is sent
+
+    pumping = asyncio.ensure_future(pump())
+    gone = asyncio.ensure_future(proto.client_disconnect())
+    try:
+        await asyncio.wait({pumping, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (pumping, gone):
+            task.cancel()
+        for task in (pumping, gone):
+            with contextlib.suppress(BaseException):
+                await task
+        failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
+        if failure is not None and not isinstance(failure, _CLOSED):
+            error_reply(failure, what)  # logs it; the answer has begun, nothing more is sent
         await frames.aclose()  # type: ignore[attr-defined]
 
 
