@@ -1,9 +1,10 @@
-"""A trivial ASGI app on the project's own HTTP server setup, for bench/bank.py.
+"""A trivial app on the project's own HTTP server setup, for bench/bank.py and bench/latency.py.
 
 It answers every request with a fixed small protobuf-typed body, after reading
 the request body, and is served exactly as `denokv serve` serves its app:
-`denokv.server.http.serve` (granian embedded, or hypercorn) on the same event
-loop runner (uvloop when installed). The difference between this and the
+`denokv.server.http.serve` on the same event loop runner (uvloop when
+installed), over the same interface: RSGI for `granian` (the default),
+ASGI for `granian-asgi` and `hypercorn`. The difference between this and the
 denokv server's `/v2/snapshot_read` is the cost of the KV app itself.
 
     python bench/trivial_app.py --addr 127.0.0.1:PORT [--http-server granian]
@@ -43,10 +44,19 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": BODY})
 
 
+RSGI_HEADERS = [(k.decode(), v.decode()) for k, v in HEADERS]
+
+
+async def rsgi_app(scope, proto):  # type: ignore[no-untyped-def]
+    await proto()
+    proto.response_bytes(200, RSGI_HEADERS, BODY)
+
+
 class Trivial:
-    """What `serve` needs from a server object: `.app` and `.begin_shutdown()`."""
+    """What `serve` needs from a server object: `.app`, `__rsgi__` and `.begin_shutdown()`."""
 
     app = staticmethod(app)
+    __rsgi__ = staticmethod(rsgi_app)
 
     def begin_shutdown(self) -> None:
         pass

@@ -8,7 +8,7 @@ import logging
 
 from cli.errors import CliError
 from cli.options import check_s3_store, s3_options
-from cli.serve import _run_loop, parse_addr, start_metrics_server
+from cli.serve import _run_loop, front_options, parse_addr, start_metrics_server
 from denokv.engine import Engine
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.http import serve
@@ -67,6 +67,7 @@ async def _main(engine: Engine, args: argparse.Namespace, host: str, port: int) 
         forwarder=forwarder,
         not_ready=lambda: None if stats.bootstrapped else BOOTSTRAPPING,
     )
+    front_options(config, args)
     server = KvServer(engine, config)
     follower.stale_after_s = max(10.0, 5 * args.s3_poll_interval)
     server.components.append(follower)

@@ -13,6 +13,7 @@ from cli.options import add_s3_location, check_s3_store, parse_duration, s3_opti
 from denokv import limits
 from denokv.engine import SYNCHRONOUS_MODES, Engine
 from denokv.server.app import KvServer, ServerConfig
+from denokv.server.auth import parse_token_file
 from denokv.server.http import HTTP_SERVERS, serve
 from timemachine.codec import COMPRESSIONS
 
@@ -62,6 +63,20 @@ def add_parser(commands: Any) -> None:
         choices=HTTP_SERVERS,
         default=env("DENO_KV_HTTP_SERVER", "granian"),
         help="HTTP server implementation (env DENO_KV_HTTP_SERVER, default granian)",
+    )
+    p.add_argument(
+        "--request-body-timeout",
+        type=parse_duration,
+        default=parse_duration(env("DENO_KV_REQUEST_BODY_TIMEOUT", "30s")),
+        help="answer 408 to a request whose body has not fully arrived this long after its "
+        "headers (env DENO_KV_REQUEST_BODY_TIMEOUT, default 30s)",
+    )
+    p.add_argument(
+        "--tcp-quickack",
+        action=argparse.BooleanOptionalAction,
+        default=env("DENO_KV_TCP_QUICKACK", "on") != "off",
+        help="ACK each request's headers at once, so clients that leave Nagle on (Deno) do "
+        "not wait ~40 ms for their body to go out (env DENO_KV_TCP_QUICKACK=on|off, default on)",
     )
     p.add_argument(
         "--sqlite-synchronous",
@@ -169,12 +184,15 @@ def parse_addr(addr: str) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     from cli.errors import CliError
 
+    args.access_tokens = None
     if args.access_token_file:
         try:
-            with open(args.access_token_file, encoding="utf-8") as f:
-                args.access_token = f.read().strip()
+            args.access_tokens = read_token_file(args.access_token_file)
         except OSError as exc:
             raise CliError(f"cannot read --access-token-file: {exc}") from None
+        except ValueError as exc:
+            raise CliError(f"--access-token-file: {exc}") from None
+        args.access_token = args.access_tokens[0]
     if not args.access_token:
         raise CliError(
             "--access-token is required (or --access-token-file, or DENO_KV_ACCESS_TOKEN)"
@@ -212,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         access_token=args.access_token, metrics_on_main_port=args.metrics_addr is None
     )
+    front_options(config, args)
     server = KvServer(engine, config)
     start_metrics_server(server, args.metrics_addr)
     try:
@@ -257,6 +276,22 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
         await task
         shipper.close()
         await store.close()
+
+
+def read_token_file(path: str) -> list[str]:
+    """The tokens in an access-token file (one per line); OSError or ValueError if unusable."""
+    with open(path, encoding="utf-8") as f:
+        return parse_token_file(f.read())
+
+
+def front_options(config: ServerConfig, args: argparse.Namespace) -> None:
+    """The HTTP front's settings, the same for a primary and a replica."""
+    config.access_tokens = args.access_tokens
+    if args.access_token_file:
+        path = args.access_token_file
+        config.token_source = lambda: read_token_file(path)
+    config.body_timeout_s = args.request_body_timeout
+    config.quickack = args.tcp_quickack
 
 
 def start_metrics_server(server: KvServer, addr: str | None) -> None:

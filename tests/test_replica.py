@@ -272,3 +272,37 @@ def test_readyz_waits_for_the_bootstrap(tmp_path: Path, s3_bucket: tuple[str, st
         replica.stop()
         if primary is not None:
             primary.stop()
+
+
+def test_a_replica_with_a_wrong_primary_token_answers_a_clear_4xx_and_logs_it_once(
+    tmp_path: Path, s3_bucket: tuple[str, str]
+) -> None:
+    from denokv.errors import KvConnectError
+    from tests.conftest import run_deno
+
+    endpoint, bucket = s3_bucket
+    primary = start_primary(tmp_path, endpoint, bucket)
+    wrong = ["--primary-url", primary.url, "--primary-access-token", "not-the-primary-token"]
+    replica = replica_process(tmp_path, endpoint, bucket, primary.token, *wrong)
+    replica.start()
+    try:
+        wait_ready(replica)
+        # Deno retries 5xx forever: with a 5xx this would never return.
+        out = run_deno("errors.ts", replica.url, "set", token=primary.token, timeout=60)
+        assert "status=403" in out["set"] and "refused the replica" in out["set"], out
+
+        async def python_client() -> list[int]:
+            statuses = []
+            async with denokv.open_kv(replica.url, access_token=primary.token) as kv:
+                for call in (lambda: kv.set(["x"], 1), lambda: kv.get(["x"])) * 3:
+                    with pytest.raises(KvConnectError) as caught:
+                        await call()
+                    assert "--primary-access-token" in caught.value.body
+                    statuses.append(caught.value.status)
+            return statuses
+
+        assert asyncio.run(python_client()) == [403] * 6
+        assert replica.logs().count("refused this replica") == 1, replica.logs()[-3000:]
+    finally:
+        replica.stop()
+        primary.stop()

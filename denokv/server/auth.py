@@ -1,9 +1,20 @@
-"""Bearer-token and protocol-header checks, in upstream's order (KV_FACTS §7.3, §7.5)."""
+"""Bearer-token and protocol-header checks, in upstream's order (KV_FACTS §7.3, §7.5).
+
+Upstream has one shared secret and hands it back as the data-path token. We
+accept a small set of secrets instead, so a token can be rotated without a
+gap: put the new one beside the old (`--access-token-file`, one per line),
+reload (SIGHUP), move the clients over, then drop the old one and reload
+again. A request with a token no longer in the set gets 401 `Invalid access
+token.`, on the metadata exchange and on the data path alike; Deno ≥ 2.9.1
+answers a data-path 401 by redoing the metadata exchange once, so a client
+that was given the new token carries on without an error.
+"""
 
 from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import Iterable
 
 from denokv import limits as L
 from denokv.server.errors import HttpError
@@ -12,20 +23,39 @@ NIL_DATABASE_ID = uuid.UUID(int=0)
 
 
 class Authenticator:
-    def __init__(self, access_token: str, database_id: uuid.UUID = NIL_DATABASE_ID) -> None:
-        self._token = access_token.encode()
+    def __init__(self, access_tokens: str | Iterable[str],
+                 database_id: uuid.UUID = NIL_DATABASE_ID) -> None:  # fmt: skip
+        self._tokens: tuple[bytes, ...] = ()
+        self.replace_tokens([access_tokens] if isinstance(access_tokens, str) else access_tokens)
         self.database_id = database_id
+        self._id_spelling = str(database_id)
 
-    def check_bearer(self, header: str | None) -> None:
-        """Compare the token in constant time so its bytes cannot be guessed by timing."""
+    def replace_tokens(self, tokens: Iterable[str]) -> None:
+        """Accept exactly these tokens from now on (requests in flight are not affected)."""
+        accepted = tuple(t.encode() for t in tokens)
+        if not accepted:
+            raise ValueError("at least one access token is required")
+        self._tokens = accepted
+
+    def check_bearer(self, header: str | None) -> str:
+        """The accepted token the header carries; 401 if it carries none.
+
+        Each comparison runs in constant time, and every accepted token is
+        compared, so timing tells neither a token's bytes nor which one matched.
+        """
         if header is None or not header.isascii() or not header.isprintable() or " " not in header:
             raise HttpError(401, L.MALFORMED_AUTH)
         scheme, _, token = header.partition(" ")
-        ok = hmac.compare_digest(token.encode(), self._token)
-        if scheme.lower() != "bearer" or not ok:
+        presented = token.encode()
+        matched = None
+        for accepted in self._tokens:
+            if hmac.compare_digest(presented, accepted):
+                matched = token
+        if scheme.lower() != "bearer" or matched is None:
             raise HttpError(401, L.INVALID_TOKEN)
+        return matched
 
-    def check_data_path(self, headers: dict[str, str] | object) -> int:
+    def check_data_path(self, headers: object) -> int:
         """Validate a data-path request's headers; returns the protocol version (2 or 3)."""
         get = headers.get  # type: ignore[attr-defined]
         version = get("x-denokv-version")
@@ -33,10 +63,23 @@ class Authenticator:
             raise HttpError(400, L.EXPECTED_PROTOCOL)
         self.check_bearer(get("authorization"))
         raw_id = get("x-denokv-database-id")
-        try:
-            database_id = uuid.UUID(raw_id) if raw_id else None
-        except ValueError:
-            database_id = None
-        if database_id != self.database_id:
-            raise HttpError(400, L.INVALID_DATABASE_ID)
+        if raw_id != self._id_spelling:  # the spelling every client sends: no parsing
+            try:
+                database_id = uuid.UUID(raw_id) if raw_id else None
+            except ValueError:
+                database_id = None
+            if database_id != self.database_id:
+                raise HttpError(400, L.INVALID_DATABASE_ID)
         return int(version)
+
+
+def parse_token_file(text: str) -> list[str]:
+    """Tokens from an access-token file: one per line, blank lines ignored."""
+    tokens = [line.strip() for line in text.splitlines()]
+    tokens = [t for t in tokens if t]
+    if not tokens:
+        raise ValueError("the access token file holds no token")
+    for t in tokens:
+        if len(t.encode()) < L.MIN_ACCESS_TOKEN_LENGTH:
+            raise ValueError(L.TOKEN_TOO_SHORT)
+    return tokens

@@ -164,23 +164,72 @@ def _enqueue(e: pb.Enqueue, now_ms: int) -> tuple[Enqueue, int]:
 
 
 def read_output(results: list[list[Entry]], strongly_consistent: bool = True) -> bytes:
-    out = pb.SnapshotReadOutput(
-        read_is_strongly_consistent=strongly_consistent, status=pb.SR_SUCCESS
-    )
+    """`SnapshotReadOutput` bytes, encoded by hand: the hot path of every read.
+
+    Byte for byte what the protobuf library writes (fields in number order,
+    proto3 defaults left out); `tests/test_convert.py` checks that.
+    """
+    parts = []
     for entries in results:
-        values = out.ranges.add().values
-        for e in entries:
-            _check_stored_encoding(e.encoding)
-            values.add(key=e.key, value=e.value, encoding=e.encoding, versionstamp=e.versionstamp)
-    return out.SerializeToString()
+        values = b"".join([_entry(e) for e in entries])
+        parts.append(b"\x0a" + _varint(len(values)) + values)
+    parts.append(_READ_TAIL_STRONG if strongly_consistent else _READ_TAIL_EVENTUAL)
+    return b"".join(parts)
 
 
 def write_output(result: WriteResult) -> bytes:
-    return pb.AtomicWriteOutput(
-        status=int(result.status),
-        versionstamp=result.versionstamp,
-        failed_checks=result.failed_checks,
-    ).SerializeToString()
+    """`AtomicWriteOutput` bytes, encoded by hand like `read_output`."""
+    out = b"\x08" + _varint(int(result.status)) if result.status else b""
+    if result.versionstamp:
+        out += _embedded(2, result.versionstamp)
+    if result.failed_checks:
+        out += _embedded(4, b"".join([_varint(i) for i in result.failed_checks]))
+    return out
+
+
+# read_is_strongly_consistent (4) = true when so, then status (8) = SR_SUCCESS.
+_READ_TAIL_STRONG = b"\x20\x01\x40\x01"
+_READ_TAIL_EVENTUAL = b"\x40\x01"
+_SHORT = [bytes([n]) for n in range(128)]
+
+
+def _varint(n: int) -> bytes:
+    if n < 128:
+        return _SHORT[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _embedded(field: int, payload: bytes) -> bytes:
+    """A length-delimited field (bytes or a message); field numbers here are < 16."""
+    return _SHORT[(field << 3) | 2] + _varint(len(payload)) + payload
+
+
+def _entry(e: Entry) -> bytes:
+    """One KvEntry as the `values` field (1) of a ReadRangeOutput."""
+    key, value, encoding, stamp = e.key, e.value, e.encoding, e.versionstamp
+    if encoding not in _ENCODINGS:
+        raise bad_request(L.INVALID_VALUE_ENCODING.format(n=encoding))
+    short = _SHORT
+    if len(key) < 128 and len(value) < 128 and len(stamp) < 128:  # the common case
+        body = (
+            (b"\x0a" + short[len(key)] + key if key else b"")
+            + (b"\x12" + short[len(value)] + value if value else b"")
+            + b"\x18" + short[encoding]
+            + (b"\x22" + short[len(stamp)] + stamp if stamp else b"")
+        )  # fmt: skip
+    else:
+        body = (
+            (_embedded(1, key) if key else b"")
+            + (_embedded(2, value) if value else b"")
+            + b"\x18" + _varint(encoding)
+            + (_embedded(4, stamp) if stamp else b"")
+        )  # fmt: skip
+    return b"\x0a" + _varint(len(body)) + body
 
 
 def watch_output(entries: list[Entry | None]) -> bytes:

@@ -1,8 +1,12 @@
-"""Running the ASGI app on a real HTTP server: granian (default) or hypercorn.
+"""Running the server on a real HTTP server: granian (default) or hypercorn.
 
 Both serve HTTP/1.1 and h2c with prior knowledge on one port, which the Deno
 CLI needs (its KV Connect client speaks only HTTP/2). The server runs in this
-process and event loop, next to the engine it serves.
+process and event loop, next to the engine it serves. granian serves the RSGI
+interface (`KvServer.__rsgi__`), its cheapest; `granian-asgi` serves the same
+server over granian's ASGI interface, and hypercorn over ASGI (`KvServer.app`).
+Both granian and uvloop (under hypercorn) turn Nagle off on accepted sockets;
+the server's `AckNudger` makes sure of it and sends prompt ACKs (see tcp.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from denokv.server.app import KvServer
 
 log = logging.getLogger("denokv.http")
 
-HTTP_SERVERS = ("granian", "hypercorn")
+HTTP_SERVERS = ("granian", "granian-asgi", "hypercorn")
 
 
 async def serve(server: KvServer, host: str, port: int, http_server: str = "granian") -> None:
@@ -29,24 +33,29 @@ async def serve(server: KvServer, host: str, port: int, http_server: str = "gran
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if http_server == "granian":
-        await _serve_granian(server, host, port, stop)
+    reload_tokens = getattr(server, "reload_tokens", None)
+    if reload_tokens is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_tokens)
+    if http_server in ("granian", "granian-asgi"):
+        await _serve_granian(server, host, port, stop, rsgi=http_server == "granian")
     elif http_server == "hypercorn":
         await _serve_hypercorn(server, host, port, stop)
     else:
         raise ValueError(f"unknown HTTP server {http_server!r}")
 
 
-async def _serve_granian(server: KvServer, host: str, port: int, stop: asyncio.Event) -> None:
+async def _serve_granian(
+    server: KvServer, host: str, port: int, stop: asyncio.Event, rsgi: bool
+) -> None:
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP2Settings
     from granian.server.embed import Server
 
     granian = Server(
-        server.app,
+        server if rsgi else server.app,  # granian finds `__rsgi__` on the server
         address=host,
         port=port,
-        interface=Interfaces.ASGINL,
+        interface=Interfaces.RSGI if rsgi else Interfaces.ASGINL,
         http=HTTPModes.auto,
         websockets=False,
         backlog=1024,

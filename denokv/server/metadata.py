@@ -25,7 +25,7 @@ def negotiate(content_type: str | None, body: bytes) -> int:
         raise HttpError(400, L.NEED_PROTOCOL_2)
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise HttpError(400, L.NEED_PROTOCOL_2) from None
     if not isinstance(request, dict):
         raise HttpError(400, L.NEED_PROTOCOL_2)

@@ -1,0 +1,144 @@
+"""The one request pipeline: body reading, the error ladder, and what a handler returns.
+
+Every route, the KV Connect fast path and the framework routes alike, reads
+its body through `BodyPolicy` (at most 2 MiB, all of it within a bounded
+time) and turns exceptions into answers through `error_reply`, so a rule
+changes in one place. The HTTP interfaces (RSGI on granian, ASGI on
+hypercorn) only adapt these to their own send and receive calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from denokv import limits as L
+from denokv.operations import EngineUnavailable, WriteError
+from denokv.server.errors import HttpError
+
+log = logging.getLogger("denokv.server")
+
+TEXT = "text/plain; charset=utf-8"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+OCTETS = "application/octet-stream"
+
+# status, content type, body
+Reply = tuple[int, str, bytes]
+
+
+@dataclass(slots=True)
+class Stream:
+    """A streamed answer (watch): frames are sent as the iterator yields them."""
+
+    content_type: str
+    frames: AsyncIterator[bytes]
+    status: int = 200
+
+
+class ClientGone(Exception):
+    """The client went away before its request was answered; nothing is sent."""
+
+
+def error_reply(exc: BaseException, what: str) -> Reply | None:
+    """The answer for an exception raised while serving `what`; None: send nothing.
+
+    Anything not listed is a bug: its traceback is logged here, once, and the
+    client gets a 500 (which Deno retries).
+    """
+    if isinstance(exc, HttpError):
+        return exc.status, TEXT, exc.text.encode()
+    if isinstance(exc, EngineUnavailable):
+        return 503, TEXT, str(exc).encode()
+    if isinstance(exc, WriteError):
+        return 400, TEXT, str(exc).encode()
+    if isinstance(exc, ClientGone):
+        return None
+    log.error("unexpected error while serving %s", what, exc_info=exc)
+    return 500, TEXT, L.INTERNAL_ERROR.encode()
+
+
+class BodyPolicy:
+    """How much of a request body we take, and for how long we wait for it.
+
+    Deadlines are checked by one timer a second for all requests together, so
+    a request pays a dict insert and delete, not a timer of its own: a body
+    still incomplete after `timeout_s` (plus at most a second) is cut off with
+    408. 408 rather than 503: the client's connection is what was too slow,
+    and Deno retries 5xx forever.
+    """
+
+    def __init__(self, timeout_s: float = L.REQUEST_BODY_TIMEOUT_S,
+                 max_size: int = L.MAX_REQUEST_BODY) -> None:  # fmt: skip
+        self.timeout_s = timeout_s
+        self.max_size = max_size
+        self._waiting: dict[asyncio.Task[object], float] = {}
+        self._expired: set[asyncio.Task[object]] = set()
+        self._ticking = False
+
+    def check_declared(self, content_length: str | None) -> int | None:
+        """The declared length, or None if absent; 413 before reading if it is too large."""
+        if content_length is None or not content_length.isdigit():
+            return None
+        declared = int(content_length)
+        if declared > self.max_size:
+            raise HttpError(413, L.BODY_TOO_LARGE)
+        return declared
+
+    async def read(self, reader: AsyncIterator[bytes] | None, whole: object | None) -> bytes:
+        """Await `whole` (an awaitable giving the full body) or join `reader`'s chunks."""
+        task = asyncio.current_task()
+        if task is None:  # not inside a task: nothing to cancel, read without a deadline
+            return await whole if whole is not None else await self._join(reader)  # type: ignore[misc,no-any-return]
+        loop = asyncio.get_running_loop()
+        self._waiting[task] = loop.time() + self.timeout_s
+        if not self._ticking:
+            self._ticking = True
+            loop.call_later(1.0, self._tick, loop)
+        try:
+            body = await whole if whole is not None else await self._join(reader)  # type: ignore[misc]
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            raise HttpError(408, L.BODY_TIMEOUT) from None
+        finally:
+            self._waiting.pop(task, None)
+        if task in self._expired:  # the body came just as its time ran out
+            await _absorb_cancel(task)
+            self._expired.discard(task)
+        return body
+
+    async def _join(self, reader: AsyncIterator[bytes] | None) -> bytes:
+        assert reader is not None
+        chunks = []
+        size = 0
+        async for chunk in reader:
+            size += len(chunk)
+            if size > self.max_size:
+                raise HttpError(413, L.BODY_TOO_LARGE)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, deadline in list(self._waiting.items()):
+            if deadline <= now and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        self._expired.intersection_update(self._waiting)
+        if self._waiting:
+            loop.call_later(1.0, self._tick, loop)
+        else:
+            self._ticking = False
+
+
+async def _absorb_cancel(task: asyncio.Task[object]) -> None:
+    """Take the cancellation a deadline requested but no longer needs."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        task.uncancel()

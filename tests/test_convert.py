@@ -1,0 +1,67 @@
+"""The hand-written protobuf encoders give exactly the protobuf library's bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from denokv.operations import Entry, WriteResult, WriteStatus
+from denokv.proto import datapath_pb2 as pb
+from denokv.server import convert
+from denokv.server.errors import HttpError
+
+entries = st.builds(
+    Entry,
+    key=st.binary(max_size=300),
+    value=st.binary(max_size=300),
+    encoding=st.sampled_from([1, 2, 3]),
+    versionstamp=st.sampled_from([b"", bytes(10), bytes(range(10))]),
+)
+
+
+def library_read_output(results: list[list[Entry]], strong: bool) -> bytes:
+    out = pb.SnapshotReadOutput(read_is_strongly_consistent=strong, status=pb.SR_SUCCESS)
+    for rows in results:
+        values = out.ranges.add().values
+        for e in rows:
+            values.add(key=e.key, value=e.value, encoding=e.encoding, versionstamp=e.versionstamp)
+    return out.SerializeToString()
+
+
+@given(st.lists(st.lists(entries, max_size=4), max_size=4), st.booleans())
+def test_read_output_is_byte_identical_to_the_library(
+    results: list[list[Entry]], strong: bool
+) -> None:
+    assert convert.read_output(results, strong) == library_read_output(results, strong)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 129, 16383, 16384, 65536])
+def test_read_output_at_varint_boundaries(size: int) -> None:
+    for entry in (
+        Entry(b"k" * size, b"v", 1, bytes(10)),
+        Entry(b"k", b"v" * size, 3, bytes(10)),
+        Entry(b"k" * size, b"v" * size, 2, b""),
+    ):
+        assert convert.read_output([[entry]]) == library_read_output([[entry]], True)
+
+
+@given(
+    st.sampled_from(list(WriteStatus)),
+    st.sampled_from([b"", bytes(10), b"\x01" * 10]),
+    st.lists(st.integers(0, 2**32 - 1), max_size=5),
+)
+def test_write_output_is_byte_identical_to_the_library(
+    status: WriteStatus, stamp: bytes, failed: list[int]
+) -> None:
+    result = WriteResult(status, stamp, tuple(failed))
+    expected = pb.AtomicWriteOutput(
+        status=int(status), versionstamp=stamp, failed_checks=failed
+    ).SerializeToString()
+    assert convert.write_output(result) == expected
+
+
+def test_a_stored_value_of_unknown_encoding_is_refused() -> None:
+    with pytest.raises(HttpError) as caught:
+        convert.read_output([[Entry(b"k", b"v", 7, bytes(10))]])
+    assert (caught.value.status, caught.value.text) == (400, "The value encoding 7 is unknown.")
