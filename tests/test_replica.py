@@ -16,7 +16,7 @@ import pytest
 
 import denokv
 from tests.conftest import DENO_SCRIPTS, ROOT, ServerProcess, deno_binary, deno_env
-from tests.s3support import s3_env
+from tests.s3support import list_keys, s3_env
 
 pytest_plugins = ("tests.s3support",)
 
@@ -216,6 +216,11 @@ def test_pitr_sync_list_info_checkout(tmp_path: Path, s3_bucket: tuple[str, str]
     primary = start_primary(tmp_path, endpoint, bucket)
     states = []
     try:
+        # The first generation's snapshot is of the empty database (versionstamp zero).
+        wait_until(
+            lambda: any(k.endswith("/differential") for k in list_keys(endpoint, bucket, PREFIX)),
+            what="the first generation",
+        )
         for phase in range(3):
             asyncio.run(write_some(primary.url, primary.token, phase * 10, 10))
             wait_until(lambda: _backlog(primary.db_path) == 0, what="shipped")
