@@ -82,6 +82,12 @@ def add_parser(commands: Any) -> None:
         help="with backup on, /readyz fails while the oldest unshipped commit is older "
         "than this (env DENO_KV_READY_MAX_BACKUP_LAG, default 5m)",
     )
+    p.add_argument(
+        "--console", choices=("read-write", "read-only", "off"),
+        default=env("DENO_KV_CONSOLE", "read-only"),
+        help="the web console at /console/: browse and edit, browse only, or none "
+        "(env DENO_KV_CONSOLE, default read-only)",
+    )  # fmt: skip
     replica = p.add_argument_group(
         "read replica",
         "With --sync-from-s3 the server follows the backup at --s3-bucket/"
@@ -210,8 +216,9 @@ def run(args: argparse.Namespace) -> int:
         redo_log=backup,
     )
     config = ServerConfig(
-        access_token=args.access_token, metrics_on_main_port=args.metrics_addr is None
-    )
+        access_token=args.access_token, metrics_on_main_port=args.metrics_addr is None,
+        console=args.console,
+    )  # fmt: skip
     server = KvServer(engine, config)
     start_metrics_server(server, args.metrics_addr)
     try:

@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from denokv import limits as L
+from denokv.console import DEFAULT_MODE, console_app
 from denokv.engine import Engine
 from denokv.health import Component
 from denokv.operations import EngineClosed, EngineUnavailable
@@ -60,6 +61,7 @@ class ServerConfig:
     forwarder: Forwarder | None = None
     # Why data requests must wait (e.g. a replica still bootstrapping), or None.
     not_ready: Callable[[], str | None] | None = None
+    console: str = DEFAULT_MODE  # "read-write", "read-only" or "off" (denokv.console)
 
 
 class Forwarder(Protocol):
@@ -98,6 +100,7 @@ class KvServer:
         )
         self.unary = UnaryCalls(self)
         self.log = log
+        self.console = console_app(self, config.console)
 
     async def app(self, scope: Any, receive: Any, send: Any) -> None:
         """The ASGI application: unary data calls on the fast path, the rest on Starlette."""
@@ -105,6 +108,9 @@ class KvServer:
             route = self.unary.routes.get(scope["path"])
             if route is not None:
                 await self.unary.handle(route[0], route[1], scope, receive, send)
+                return
+            if self.console is not None and scope["path"].startswith("/console"):
+                await self.console(scope, receive, send)
                 return
         await self._framework(scope, receive, send)
 
