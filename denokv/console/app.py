@@ -100,7 +100,9 @@ class Console:
             *[Route("/console/api" + path, self._guard(handler, auth), methods=[method])
               for path, handler, method, auth in api],
         ]  # fmt: skip
-        self._app = Starlette(routes=routes)
+        self._app = Starlette(
+            routes=routes, exception_handlers={404: _not_found, 405: _method_not_allowed}
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -277,6 +279,14 @@ class Console:
                 raise HttpError(400, f"Nothing was imported: {L.VALUE_TOO_LARGE}")
         report = await self.data.import_entries(entries, int(time.time() * 1000))
         return _json(report, report.pop("status", 200))
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _secure(PlainTextResponse(L.NOT_FOUND, 404))
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return _secure(PlainTextResponse("Method not allowed.", 405))
 
 
 CONFLICT = "The entry changed since the page showed it; nothing was written."

@@ -260,6 +260,8 @@ def entry_json(entry: Entry, expiry: int | None, full: bool = False) -> dict[str
 def editor_form(value: object, entry: Entry) -> dict[str, Any]:
     """How the typed editor opens on this value: its type and the text in the input."""
     kind = jsvalue.type_name(value)
+    if kind not in EDITOR_TYPES:
+        kind = "literal"
     if kind == "string":
         return {"type": kind, "text": value}
     if kind in ("number", "boolean", "null", "undefined", "KvU64", "bigint"):

@@ -102,7 +102,7 @@ def decode_exact(data: bytes, encoding: int) -> object:
 
 
 def type_name(value: object) -> str:
-    """The name the editor's type selector uses for a value."""
+    """The value's type as the page names it: `string`, `bigint`, `Map`, `Int16Array`, ..."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, KvU64):
@@ -121,7 +121,15 @@ def type_name(value: object) -> str:
         return "Date"
     if isinstance(value, bytes | JSUint8Array):
         return "Uint8Array"
-    return "literal"
+    return _CONTAINER_NAMES.get(
+        type(value), type(value).__name__.removeprefix("Backport").removeprefix("JS")
+    )
+
+
+_CONTAINER_NAMES: dict[type, str] = {
+    dict: "object", JSObject: "object", list: "array", JSArray: "array", JSMap: "Map", JSSet: "Set",
+    JSPrimitiveObject: "boxed", JSRegExp: "RegExp", JSError: "Error",
+}  # fmt: skip
 
 
 # -- printing -------------------------------------------------------------------------
@@ -192,7 +200,9 @@ def js_date(date: JSDate) -> str:
     moment = date.as_datetime()
     if moment is None:
         return "Invalid Date" if math.isnan(date.ms) else f"new Date({js_number(date.ms)})"
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    m = moment
+    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:"
+            f"{m.second:02d}.{m.microsecond // 1000:03d}Z")  # fmt: skip
 
 
 def _is_identifier(name: str) -> bool:
