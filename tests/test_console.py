@@ -21,7 +21,7 @@ from v8serialize.jstypes import JSBigInt, JSMap, JSSet, JSUndefined
 from denokv.console import live
 from denokv.console.health import Sampler, health
 from denokv.console.jsvalue import decode_exact, show
-from denokv.console.session import COOKIE, SESSION_SECONDS, Sessions
+from denokv.console.session import SESSION_SECONDS, Sessions
 from denokv.engine import Engine
 from denokv.keys import KvNumber, encode_key
 from denokv.operations import AtomicWrite, Mutation, MutationKind
@@ -232,8 +232,8 @@ async def test_typed_editor_keeps_1_1n_and_quoted_1_apart(console: Console) -> N
     assert console.value(("number",)) == 1 and type(console.value(("number",))) is int
     assert isinstance(console.value(("bigint",)), JSBigInt)
     assert console.value(("string",)) == "1"
-    literal = {"key_text": '["lit"]', "type": "literal", "expect": None,
-               "text": '{ a: 1n, b: new Map([["k", new Set([1])]]), c: [undefined, -0] }'}  # fmt: skip
+    text = '{ a: 1n, b: new Map([["k", new Set([1])]]), c: [undefined, -0] }'
+    literal = {"key_text": '["lit"]', "type": "literal", "expect": None, "text": text}
     assert (await console.post("set", literal)).status_code == 200
     shown = (await console.get("entry", key_text='["lit"]')).json()
     assert shown["text"] == '{ a: 1n, b: Map(1) { "k" => Set(1) { 1 } }, c: [ undefined, -0 ] }'
@@ -427,8 +427,7 @@ async def test_health_reads_component_status_and_keeps_rates(console: Console) -
     assert figures["backup"]["backlog_entries"] == 3
     assert figures["backup"]["problems"] == ["backup is 400 s behind"]
     assert figures["replica"] is None and figures["role"] == "primary"
-    assert figures["restore_command"] == (
-        "denokv --sqlite-path ./restored.sqlite pitr restore --s3-bucket 'my bucket' --s3-prefix kv/"
-    )
+    command = "denokv --sqlite-path ./restored.sqlite pitr restore"
+    assert figures["restore_command"] == f"{command} --s3-bucket 'my bucket' --s3-prefix kv/"
     served = (await console.get("health")).json()
     assert served["recovery_points"][0]["to_versionstamp"] == "01" * 10

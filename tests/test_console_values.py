@@ -135,8 +135,9 @@ def test_numbers_print_as_javascript_prints_them(tmp_path: Path) -> None:
 @pytest.mark.deno
 def test_values_deno_wrote_are_shown_as_deno_shows_them(tmp_path: Path) -> None:
     db = tmp_path / "values.sqlite"
+    script = str(DENO_SCRIPTS / "values_write.ts")
     subprocess.run(
-        [deno_binary(), "run", "--unstable-kv", "-A", str(DENO_SCRIPTS / "values_write.ts"), str(db)],
+        [deno_binary(), "run", "--unstable-kv", "-A", script, str(db)],
         env=deno_env(), capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     conn = sqlite3.connect(db)
@@ -144,16 +145,28 @@ def test_values_deno_wrote_are_shown_as_deno_shows_them(tmp_path: Path) -> None:
             for k, v, e in conn.execute("select k, v, v_encoding from kv")}  # fmt: skip
     conn.close()
     expected = {
-        "str_lone_surrogate": '"a\\ud800b"', "num_neg_zero": "-0", "num_nan": "NaN",
-        "bigint_neg": "-12345678901234567890n", "undefined": "undefined",
+        "str_lone_surrogate": '"a\\ud800b"',
+        "num_neg_zero": "-0",
+        "num_nan": "NaN",
+        "bigint_neg": "-12345678901234567890n",
+        "undefined": "undefined",
         "object_int_keys": '{ "0": "zero", "1": "one", b: 2 }',
         "array_sparse": '[ 1, <1 empty item>, 3, <7 empty items>, "x" ]',
-        "array_with_prop": "[ 1, 2, extra: true ]", "date": "2024-01-02T03:04:05.678Z",
-        "date_invalid": "Invalid Date", "map": 'Map(3) { "k" => 1, 2 => "v", 3n => { z: true } }',
-        "set": 'Set(3) { 1, "two", 3n }', "regexp": "/ab+c/gi", "u8_in_object": "{ data: Uint8Array(3) [ 1, 2, 255 ] }",
-        "int16array": "Int16Array(3) [ -1, 2, 300 ]", "bigint64array": "BigInt64Array(2) [ -1n, 2n ]",
-        "boxed_number": "[Number: 1.5]", "boxed_string": '[String: "boxed"]', "type_error": "TypeError: bad type",
-        "cyclic": '{ name: "loop", self: [Circular] }', "u64_max": "[Deno.KvU64: 18446744073709551615n]",
-        "u8_top": "Uint8Array(2) [ 1, 2 ]", "float16array": "Float16Array(2) [ 1.5, -2 ]",
-    }  # fmt: skip
+        "array_with_prop": "[ 1, 2, extra: true ]",
+        "date": "2024-01-02T03:04:05.678Z",
+        "date_invalid": "Invalid Date",
+        "map": 'Map(3) { "k" => 1, 2 => "v", 3n => { z: true } }',
+        "set": 'Set(3) { 1, "two", 3n }',
+        "regexp": "/ab+c/gi",
+        "u8_in_object": "{ data: Uint8Array(3) [ 1, 2, 255 ] }",
+        "int16array": "Int16Array(3) [ -1, 2, 300 ]",
+        "bigint64array": "BigInt64Array(2) [ -1n, 2n ]",
+        "boxed_number": "[Number: 1.5]",
+        "boxed_string": '[String: "boxed"]',
+        "type_error": "TypeError: bad type",
+        "cyclic": '{ name: "loop", self: [Circular] }',
+        "u64_max": "[Deno.KvU64: 18446744073709551615n]",
+        "u8_top": "Uint8Array(2) [ 1, 2 ]",
+        "float16array": "Float16Array(2) [ 1.5, -2 ]",
+    }
     assert {name: rows[name] for name in expected} == expected
