@@ -237,11 +237,16 @@ class Console:
     async def watch(self, request: Request) -> Response:
         self._readable()
         body = await _json_body(request)
-        keys = [_hex(k) for k in body.get("keys", []) if isinstance(k, str)]
+        keys = [_hex(k) or b"" for k in body.get("keys", [])]
+        stamps = body.get("versionstamps")
+        known = None
+        if isinstance(stamps, list) and len(stamps) == len(keys):  # what the page already shows
+            known = {k: _hex(s) for k, s in zip(keys, stamps, strict=True)}
         keys += [_key_text(t, "key") for t in body.get("key_texts", []) if isinstance(t, str)]
         if not keys or len(keys) > live.MAX_KEYS:
             raise HttpError(400, f"Watch between 1 and {live.MAX_KEYS} keys.")
-        stream = live.entry_stream(self.server.engine, keys, lambda: self.server.closing)  # type: ignore[arg-type]
+        closing = lambda: self.server.closing  # noqa: E731
+        stream = live.entry_stream(self.server.engine, keys, closing, known)
         return StreamingResponse(stream, media_type="application/x-ndjson")
 
     async def health(self, request: Request) -> Response:

@@ -21,12 +21,18 @@ MAX_KEYS = 1000
 
 
 async def entry_stream(
-    engine: Any, keys: Sequence[bytes], stopping: Callable[[], bool]
+    engine: Any,
+    keys: Sequence[bytes],
+    stopping: Callable[[], bool],
+    known: dict[bytes, bytes | None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Lines of `{"entries": [...]}`; the first holds every key, later ones only changes."""
+    """Lines of `{"entries": [...]}` for the keys whose versionstamp differs from `known`.
+
+    Without `known` the first line holds every key; later lines hold only changes.
+    """
     keys = list(dict.fromkeys(keys))
     subscription = engine.watch(keys)  # before the first read, so no commit slips between
-    last: dict[bytes, bytes | None] = {}
+    last: dict[bytes, bytes | None] = dict(known or {})
     try:
         while not (stopping() or engine.closed):
             changed = _changes(engine, keys, last)

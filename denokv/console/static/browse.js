@@ -62,8 +62,10 @@ export function showBrowser(main, about, params) {
     prev.onclick = () => { location.hash = browseHash({ ...base, before: first?.key.hex }); };
     next.onclick = () => { location.hash = browseHash({ ...base, after: last?.key.hex }); };
     if (page.entries.length) {
+      // Sending what the page shows means only later changes come back.
       const keys = page.entries.map((e) => e.key.hex);
-      api.stream("watch", { keys }, (msg) => updateRows(rows, msg.entries, detail),
+      const versionstamps = page.entries.map((e) => e.versionstamp);
+      api.stream("watch", { keys, versionstamps }, (msg) => updateRows(rows, msg.entries, detail),
         controller.signal);
     }
   }, (err) => {
@@ -163,7 +165,12 @@ function entryRow(entry, limit, open) {
   return row;
 }
 
+function flash(node) {
+  node.animate([{ backgroundColor: "#fff8c5" }, { backgroundColor: "transparent" }], 1500);
+}
+
 function fillRow(row, entry) {
+  row.dataset.stamp = entry.versionstamp;
   const [, value, type, stamp, expires] = row.children;
   value.textContent = entry.preview;
   type.textContent = entry.type;
@@ -175,17 +182,17 @@ function fillRow(row, entry) {
 function updateRows(rows, entries, detail) {
   for (const entry of entries) {
     const row = rows.get(entry.key.hex);
-    if (row) {
+    const stamp = entry.absent ? "" : entry.versionstamp;
+    if (row && row.dataset.stamp !== stamp) {
       if (entry.absent) {
+        row.dataset.stamp = "";
         row.classList.add("gone");
         row.children[1].textContent = "(deleted)";
         row.children[3].textContent = "";
       } else {
         fillRow(row, entry);
       }
-      row.classList.remove("flash");
-      void row.offsetWidth;
-      row.classList.add("flash");
+      flash(row);
     }
     if (detail.update) detail.update(entry);
   }
@@ -210,9 +217,7 @@ function addWatched(text, about, detail) {
     for (const entry of msg.entries) {
       value.textContent = entry.absent ? "(no entry)" : entry.text;
       meta.textContent = entry.absent ? "" : ` ${entry.type} · ${entry.versionstamp}`;
-      card.classList.remove("flash");
-      void card.offsetWidth;
-      card.classList.add("flash");
+      flash(card);
       if (!entry.absent && detail.update) detail.update(entry);
     }
   }, controller.signal);
