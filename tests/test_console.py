@@ -408,7 +408,7 @@ class FakeShipper:
     def status(self) -> dict[str, Any]:
         return {
             "generation": "0000018c-gen", "last_upload_ms": 1_700_000_000_000,
-            "backlog_entries": 3, "backlog_oldest_ms": 1_699_999_999_000, "errors_total": 2,
+            "backlog_entries": 3, "backlog_oldest_ms": 1_699_999_999_000, "errors": 2,
             "bucket": "my bucket", "prefix": "kv/", "commits_total": self.commits,
             "recovery_points": [{"generation": "0000018c-gen", "from_ms": 1, "to_ms": 2,
                                  "from_versionstamp": "00" * 10, "to_versionstamp": "01" * 10}],

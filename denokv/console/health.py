@@ -4,8 +4,8 @@ Components (`denokv.health.Component`) expose counters and state in `status()`;
 the console samples the counters about once a second into a small ring buffer
 and turns them into per-second rates and the plots of the last minutes, so no
 component has to keep history. The keys read are listed in README.md beside
-this file. While no component reports commits or requests the console counts
-them from the writer and the request metrics the server already has.
+this file. While no component reports `requests_total` the console counts the
+data-path requests from the server's own request metrics.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ log = logging.getLogger("denokv.console")
 SAMPLE_S = 1.0
 HISTORY = 600  # samples kept: ten minutes at one a second
 RATES = {"commits": "commits_total", "requests": "requests_total"}
-BACKUP_KEYS = ("backlog_entries", "last_upload_ms")
+BACKUP_KEYS = ("last_upload_ms", "backlog_entries")
+BACKUP_NAMES = ("shipper", "redo_log")
 REPLICA_KEYS = ("lag_seconds", "applied_versionstamp")
+REPLICA_NAMES = ("replica",)
 
 
 class Sampler:
@@ -89,10 +91,6 @@ def counters(
         values = [s[key] for _, s, _ in seen if isinstance(s.get(key), int | float)]
         if values:
             found[name] = float(sum(values))
-    if "commits" not in found:
-        writer = server.engine.writer
-        if writer is not None:
-            found["commits"] = float(writer.stats_commits)
     if "requests" not in found:
         requests = _request_count(server)
         if requests is not None:
@@ -118,44 +116,69 @@ def role(server: KvServer) -> str:
 
 def health(server: KvServer, sampler: Sampler) -> dict[str, Any]:
     seen = statuses(server)
-    backup = _first(seen, BACKUP_KEYS, ("shipper", "backup"))
-    replica = _first(seen, REPLICA_KEYS, ("replica", "follower"))
+    backup = _merged(seen, BACKUP_KEYS, BACKUP_NAMES)
+    replica = _merged(seen, REPLICA_KEYS, REPLICA_NAMES)
     located = backup or replica or {}
-    points = located.get("recovery_points") or []
+    points = located.get("recovery_points") or _current_generation(backup)
     return {
         "now_ms": _now_ms(),
         "role": _pick(seen, "role") or role(server),
-        "data_version": _pick(seen, "data_version") or _data_version(server),
+        "data_version": _versionstamp_text(_pick(seen, "data_version")) or _data_version(server),
         "sampling_since_ms": sampler.started_ms,
         "rates": sampler.rates(),
         "backup": backup,
         "replica": replica,
         "recovery_points": points,
         "restore_command": restore_command(located) if points else None,
+        "restore_location_known": bool(located.get("bucket")),
         "components": [{"name": n, "status": s, "problems": p} for n, s, p in seen],
     }
 
 
+def _current_generation(backup: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The one recovery point a shipper's status always implies: its current generation."""
+    if not backup or not backup.get("generation") or not backup.get("last_upload_ms"):
+        return []
+    through = backup.get("shipped_through")
+    return [{
+        "generation": backup["generation"],
+        "from_ms": backup.get("generation_started_ms"),
+        "to_ms": backup["last_upload_ms"],
+        "from_versionstamp": None,
+        "to_versionstamp": through[:20] if isinstance(through, str) else None,
+    }]  # fmt: skip
+
+
 def restore_command(location: dict[str, Any]) -> str:
-    """`denokv pitr restore` for the backup this server ships or follows, without `--at`."""
+    """`denokv pitr restore` for the backup this server ships or follows, without `--at`.
+
+    Until the component reports where its backup lives, BUCKET and PREFIX stand in.
+    """
     words = ["denokv", "--sqlite-path", "./restored.sqlite", "pitr", "restore"]
-    if location.get("bucket"):
-        words += ["--s3-bucket", str(location["bucket"])]
-    if location.get("prefix"):
-        words += ["--s3-prefix", str(location["prefix"])]
+    words += ["--s3-bucket", str(location.get("bucket") or "BUCKET")]
+    prefix = location.get("prefix")
+    if prefix or not location.get("bucket"):
+        words += ["--s3-prefix", str(prefix or "PREFIX")]
     if location.get("endpoint"):
         words += ["--s3-endpoint", str(location["endpoint"])]
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _first(
+def _merged(
     seen: list[tuple[str, dict[str, Any], list[str]]], keys: Iterable[str], names: Iterable[str]
 ) -> dict[str, Any] | None:
+    """One view of the components that together describe the backup (or the replica)."""
     keys, names = tuple(keys), tuple(names)
-    for name, status, problems in seen:
+    merged: dict[str, Any] = {}
+    problems: list[str] = []
+    found = False
+    for name, status, component_problems in seen:
         if name in names or any(k in status for k in keys):
-            return {**status, "problems": problems}
-    return None
+            found = True
+            for k, v in status.items():
+                merged.setdefault(k, v)
+            problems += component_problems
+    return {**merged, "problems": problems} if found else None
 
 
 def _pick(seen: list[tuple[str, dict[str, Any], list[str]]], key: str) -> Any:
@@ -163,6 +186,12 @@ def _pick(seen: list[tuple[str, dict[str, Any], list[str]]], key: str) -> Any:
         if status.get(key) is not None:
             return status[key]
     return None
+
+
+def _versionstamp_text(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value.to_bytes(8, "big") + b"\x00\x00").hex()
+    return value if isinstance(value, str) else None
 
 
 def _data_version(server: KvServer) -> str | None:

@@ -81,7 +81,7 @@ function backupCard(b, now) {
       figure("fig-backlog", "Backlog", `${b.backlog_entries ?? 0} entries`),
       figure("fig-backlog-age", "Backlog age",
         b.backlog_oldest_ms ? ago(b.backlog_oldest_ms, now).replace(" ago", "") : "none"),
-      figure("fig-errors", "Errors", b.errors_total ?? 0)),
+      figure("fig-errors", "Errors", b.errors ?? 0)),
     b.last_error ? h("p", { class: "error", id: "backup-last-error" }, `Last error: ${b.last_error}`) : null,
     problems(b.problems));
 }
@@ -93,7 +93,8 @@ function replicaCard(r, now) {
       figure("fig-lag", "Lag", lag),
       figure("fig-applied", "Applied versionstamp", r.applied_versionstamp),
       figure("fig-replica-generation", "Generation", r.generation),
-      figure("fig-last-poll", "Last poll", r.last_poll_ms ? ago(r.last_poll_ms, now) : null)),
+      figure("fig-last-poll", "Last poll", r.last_poll_ms ? ago(r.last_poll_ms, now) : null),
+      figure("fig-replica-errors", "Errors", r.errors ?? 0)),
     problems(r.problems));
 }
 
@@ -121,7 +122,9 @@ function pointsCard(health, choice, choose) {
       h("tbody", {}, rows)),
     h("p", {}, h("label", {}, "Restore to ", at), " ", latest,
       h("span", { class: "muted" }, ` (a time inside ${point.generation}: ${formatTime(point.from_ms)} … ${formatTime(point.to_ms)})`)),
-    h("pre", { class: "command" }, command));
+    h("pre", { class: "command" }, command),
+    health.restore_location_known ? null : h("p", { class: "muted small", id: "restore-note" },
+      "This server does not report its bucket and prefix: put yours in place of BUCKET and PREFIX."));
 }
 
 function componentsCard(components) {
