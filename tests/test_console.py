@@ -338,6 +338,19 @@ async def test_entry_stream_sends_changes_only() -> None:
         assert second["entries"][0]["text"] == '"new"'
         await stream.aclose()
         assert engine.watches.open_subscriptions == 0
+        # A page that says what it shows is sent nothing until something moves.
+        (b,) = engine.get_entries([keys[1]])
+        known = {keys[0]: None, keys[1]: b.versionstamp}
+        quiet = live.entry_stream(engine, keys, lambda: False, known)
+        task = asyncio.ensure_future(anext(quiet))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        await engine.atomic_write(
+            AtomicWrite(mutations=(Mutation(keys[0], MutationKind.SET, data, enc),))
+        )
+        third = json.loads(await asyncio.wait_for(task, 5))
+        assert [e["key"]["text"] for e in third["entries"]] == ['["a"]']
+        await quiet.aclose()
     finally:
         engine.close()
 

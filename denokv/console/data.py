@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from v8serialize.jstypes import JSBigInt, JSUndefined
+from v8serialize.jstypes import JSBigInt, JSUint8Array, JSUndefined
 
 from denokv import limits as L
 from denokv.console import jsvalue
@@ -272,6 +272,9 @@ def editor_form(value: object, entry: Entry) -> dict[str, Any]:
         return {"type": kind, "text": jsvalue.show(value)}
     if kind == "Uint8Array":
         data = value if isinstance(value, bytes) else b""
+        if isinstance(value, JSUint8Array):
+            with value.get_buffer() as view:
+                data = bytes(view)
         return {"type": kind, "text": ", ".join(str(b) for b in data)}
     try:
         tag_plain = tag_stored(entry.value, entry.encoding)

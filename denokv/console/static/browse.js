@@ -175,7 +175,9 @@ function fillRow(row, entry) {
   value.textContent = entry.preview;
   type.textContent = entry.type;
   stamp.textContent = entry.versionstamp;
-  expires.textContent = entry.expireAt ? `${formatTime(entry.expireAt)} (${ago(entry.expireAt)})` : "";
+  expires.textContent = entry.expireAt ? ago(entry.expireAt) : "";
+  expires.title = entry.expireAt ? formatTime(entry.expireAt) : "";
+  stamp.title = entry.versionstamp;
   row.classList.remove("gone");
 }
 
