@@ -269,6 +269,8 @@ async def test_edits_meet_the_data_path_limits(console: Console) -> None:
     huge = {"key_text": '["big"]', "type": "string", "text": "x" * 70_000, "expect": None}
     reply = await console.post("set", huge)
     assert (reply.status_code, reply.text) == (400, "A value exceeds the value size limit.")
+    empty = {"key_text": "[]", "type": "null", "text": "", "expect": None}
+    assert (await console.post("set", empty)).text == "key cannot be empty"
     long_key = {"key_text": f'["{"k" * 2100}"]', "type": "null", "text": "", "expect": None}
     assert (await console.post("set", long_key)).text == "A key exceeds the key size limit."
 

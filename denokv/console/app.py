@@ -254,9 +254,15 @@ class Console:
 
     # -- writing ----------------------------------------------------------------------------
 
+    def _write_key(self, body: dict[str, Any]) -> bytes:
+        key = self._key_param(body)
+        if not key:
+            raise HttpError(400, "key cannot be empty")  # Deno's rule for mutations
+        return key
+
     async def set(self, request: Request) -> Response:
         body = await _json_body(request)
-        key = self._key_param(body)
+        key = self._write_key(body)
         value = value_from_editor(body.get("type"), body.get("text", ""))
         expire_in = body.get("expire_in_ms")
         if expire_in is not None and (type(expire_in) is not int or expire_in <= 0):
@@ -267,7 +273,7 @@ class Console:
 
     async def delete(self, request: Request) -> Response:
         body = await _json_body(request)
-        key = self._key_param(body)
+        key = self._write_key(body)
         stamp = await self.data.delete(key, _expect(body))
         return _json({"ok": True, "versionstamp": stamp.hex(), "key": key_json(key)})
 

@@ -85,8 +85,11 @@ class Sessions:
 def check_same_origin(headers: Mapping[str, str]) -> None:
     """Refuse what a browser marks as sent from another site (defence beside the CSRF token)."""
     site = headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        raise HttpError(403, CROSS_SITE)
+    if site is not None:
+        if site not in ("same-origin", "none"):
+            raise HttpError(403, CROSS_SITE)
+        return
+    # Older browsers: compare Origin with Host (a proxy that rewrites Host breaks this).
     origin = headers.get("origin")
     host = headers.get("host")
     if origin is not None and host is not None and origin.partition("://")[2] != host:
