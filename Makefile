@@ -10,7 +10,7 @@ CHECKOV := .cache/checkov/bin/checkov
 DATA ?= ./data/denokv.sqlite
 ADDR ?= 0.0.0.0:4512
 
-.PHONY: install serve test lint proto bench clean
+.PHONY: install serve test lint proto bench clean browser
 
 install: $(STAMP)
 
@@ -42,7 +42,14 @@ serve: install
 	echo "Deno:  DENO_KV_ACCESS_TOKEN=$$DENO_KV_ACCESS_TOKEN deno run --unstable-kv app.ts   # Deno.openKv(\"http://localhost:$(lastword $(subst :, ,$(ADDR)))\")"; \
 	exec $(VENV)/bin/denokv --sqlite-path $(DATA) serve --addr $(ADDR)
 
-test: $(TEST_STAMP) $(NODE_DEPS) $(CHECKOV)
+# The console's browser tests drive Debian's Chromium through its chromedriver
+# (a browser download of Playwright's own cannot run here). CI runs as root.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+
+test: $(TEST_STAMP) $(NODE_DEPS) $(CHECKOV) browser
 	$(VENV)/bin/ruff check --no-cache .
 	$(PY) -m pytest -q
 

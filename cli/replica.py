@@ -66,6 +66,7 @@ async def _main(engine: Engine, args: argparse.Namespace, host: str, port: int) 
         reads_strongly_consistent=False,
         forwarder=forwarder,
         not_ready=lambda: None if stats.bootstrapped else BOOTSTRAPPING,
+        console=args.console,
     )
     front_options(config, args)
     server = KvServer(engine, config)

@@ -97,6 +97,12 @@ def add_parser(commands: Any) -> None:
         help="with backup on, /readyz fails while the oldest unshipped commit is older "
         "than this (env DENO_KV_READY_MAX_BACKUP_LAG, default 5m)",
     )
+    p.add_argument(
+        "--console", choices=("read-write", "read-only", "off"),
+        default=env("DENO_KV_CONSOLE", "read-only"),
+        help="the web console at /console/: browse and edit, browse only, or none "
+        "(env DENO_KV_CONSOLE, default read-only)",
+    )  # fmt: skip
     replica = p.add_argument_group(
         "read replica",
         "With --sync-from-s3 the server follows the backup at --s3-bucket/"
@@ -228,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
         redo_log=backup,
     )
     config = ServerConfig(
-        access_token=args.access_token, metrics_on_main_port=args.metrics_addr is None
+        access_token=args.access_token,
+        metrics_on_main_port=args.metrics_addr is None,
+        console=args.console,
     )
     front_options(config, args)
     server = KvServer(engine, config)

@@ -161,6 +161,14 @@ class Engine:
         results = self.read([ReadRange(k, k + b"\x00", 1) for k in keys])
         return [rows[0] if rows else None for rows in results]
 
+    def expiry_times(self, keys: Sequence[bytes]) -> list[int | None]:
+        """When each key expires (ms since the epoch); None without expiry or entry (console)."""
+        if self._closed:
+            raise EngineClosed()
+        with self.reader() as conn:
+            found = tables.expiry_times(conn, keys)
+        return [found.get(k) for k in keys]
+
     def current_versionstamp(self) -> bytes:
         with self.reader() as conn:
             return versionstamp(tables.data_version(conn))

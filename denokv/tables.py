@@ -113,6 +113,7 @@ SELECT_EXPIRED = (
     "select k from kv where expiration_ms >= 0 and expiration_ms <= ? "
     "order by expiration_ms limit ?"
 )
+SELECT_EXPIRY = "select k, expiration_ms from kv where k in ({marks}) and expiration_ms >= 0"
 SELECT_EARLIEST_EXPIRY = "select min(expiration_ms) from kv where expiration_ms >= 0"
 
 _QUEUE_COLUMNS = "ts, id, data, backoff_schedule, keys_if_undelivered"
@@ -264,6 +265,16 @@ def scan(
         return []
     statement = SCAN_REVERSE if reverse else SCAN_FORWARD
     return conn.execute(statement, (start, end, now_ms, limit)).fetchall()
+
+
+def expiry_times(conn: sqlite3.Connection, keys: Sequence[bytes]) -> dict[bytes, int]:
+    """The expiry (ms since the epoch) of each of these keys that has one (the console's rows)."""
+    found: dict[bytes, int] = {}
+    for i in range(0, len(keys), 500):
+        chunk = list(keys[i : i + 500])
+        marks = ",".join("?" * len(chunk))
+        found.update(conn.execute(SELECT_EXPIRY.format(marks=marks), chunk).fetchall())
+    return found
 
 
 def versionstamp_of(version: int, seq: int) -> bytes:

@@ -177,6 +177,10 @@ class _V8Reader(ReadableTagStream):
         return result
 
 
+# Public name for modules that decode with steps of their own (the console).
+V8Reader = _V8Reader
+
+
 def _encode_step(value: object, /, ctx: EncodeContext, next: EncodeNextFn) -> None:
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         ctx.stream.write_js_object(value.items(), ctx=ctx, identity=value)

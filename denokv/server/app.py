@@ -26,6 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from denokv import limits as L
+from denokv.console import DEFAULT_MODE, console_app
 from denokv.engine import Engine
 from denokv.health import Component
 from denokv.operations import EngineClosed, EngineUnavailable, WriteError
@@ -68,6 +69,7 @@ class ServerConfig:
     body_timeout_s: float = L.REQUEST_BODY_TIMEOUT_S
     # Prompt ACKs for clients that leave Nagle on (Deno): see tcp.py.
     quickack: bool = True
+    console: str = DEFAULT_MODE  # "read-write", "read-only" or "off" (denokv.console)
 
 
 class Forwarder(Protocol):
@@ -112,7 +114,9 @@ class KvServer:
             )
             self.routes["/strong/v2/atomic_write"] = KvRoute("atomic_write", unary.atomic_write)
             self.routes["/strong/v2/watch"] = KvRoute("watch", self.watch)
-        self.framework = self._framework_app()
+        self.console = console_app(self, config.console)
+        self._routes = self._framework_app()
+        self.framework = self._framework
         self.__rsgi__ = RsgiFront(self)
         self.app = AsgiFront(self)
 
@@ -131,6 +135,13 @@ class KvServer:
         }
         handlers.update({404: _not_found, 405: _method_not_allowed})
         return Starlette(routes=routes, exception_handlers=handlers)
+
+    async def _framework(self, scope: Any, receive: Any, send: Any) -> None:
+        """Every request that is not a KV call: the console, or the operations routes."""
+        if self.console is not None and scope.get("path", "").startswith("/console"):
+            await self.console(scope, receive, send)
+            return
+        await self._routes(scope, receive, send)
 
     def problems(self) -> list[str]:
         """Why the server should not take traffic now (empty: ready)."""
