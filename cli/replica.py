@@ -47,7 +47,13 @@ async def _main(engine: Engine, args: argparse.Namespace, host: str, port: int) 
 
     options = s3_options(args)
     store = S3Store(options)
-    follower = Follower(engine, store, options.prefix, undo_window_s=args.replica_undo_window)
+    follower = Follower(
+        engine,
+        store,
+        options.prefix,
+        undo_window_s=args.replica_undo_window,
+        location=options.location(),
+    )
     forwarder = None
     endpoints = [Endpoint("/v2", "strong")]
     if args.primary_url:

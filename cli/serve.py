@@ -273,6 +273,7 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
             ready_max_lag_s=args.ready_max_backup_lag,
             lease_ttl_s=args.s3_lease_ttl,
         ),
+        location=options.location(),
     )
     server.components.append(shipper)
     stop = asyncio.Event()

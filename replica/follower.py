@@ -38,7 +38,7 @@ from replica import timetravel as tt
 from timemachine import layout
 from timemachine.chain import Chain, ChainError
 from timemachine.codec import LogEntry, decode_segment, decode_snapshot_range
-from timemachine.generations import Generation, list_generations
+from timemachine.generations import Generation, list_generations, recovery_points
 from timemachine.snapshot import store_range
 from timemachine.store import ObjectStore
 
@@ -112,6 +112,7 @@ class Follower:
         prefix: str,
         *,
         undo_window_s: float | None = None,
+        location: dict[str, str | None] | None = None,
     ) -> None:
         if engine.writer is None:
             raise ValueError("a replica needs its database file writable")
@@ -122,6 +123,8 @@ class Follower:
         self._known: dict[str, Generation] = {}  # a generation's differential never changes
         self.stale_after_s = 10.0  # /readyz fails when S3 was not polled for this long
         self.undo_window_s = undo_window_s  # None: keep the whole undo log (pitr tools)
+        self.location = location or {"prefix": prefix}  # where the backup lives, for people
+        self._listing: list[Generation] = []
         engine.run_sync(self._create_tables, name="replica tables")
 
     @staticmethod
@@ -137,6 +140,7 @@ class Follower:
         generations = await list_generations(self.store, self.prefix, self._known)
         if not generations:
             raise LookupError("no complete backup generation in the store yet")
+        self._listing = generations
         newest = generations[-1]
         if state.get("bootstrapped") != "1":
             await self._bootstrap(newest)
@@ -380,6 +384,8 @@ class Follower:
             "errors": stats.errors,
             "chain_problem": stats.chain_problem,
             "snapshot_loads_total": stats.rebootstraps,
+            **self.location,
+            "recovery_points": recovery_points(self._listing),
         }
 
 

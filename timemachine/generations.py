@@ -195,3 +195,30 @@ def _stamp10(text: str) -> bytes:
     if len(stamp) != 10:
         raise ValueError(f"{text!r} is not a 10-byte versionstamp")
     return stamp
+
+
+def recovery_points(
+    generations: list[Generation], newest_end: tuple[int | None, bytes] | None = None
+) -> list[dict[str, object]]:
+    """Each generation's restorable span, for people (the console): from its snapshot to
+    the next generation's, the newest one to `newest_end` (time ms, 10-byte versionstamp)."""
+    points: list[dict[str, object]] = []
+    for i, gen in enumerate(generations):
+        if i + 1 < len(generations):
+            nxt = generations[i + 1]
+            to_ms, to_stamp = nxt.started_ms, nxt.differential
+        elif newest_end is not None:
+            to_ms, to_stamp = newest_end
+        else:
+            to_ms, to_stamp = None, gen.differential
+        points.append(
+            {
+                "generation": gen.name,
+                "from_ms": gen.started_ms,
+                "to_ms": to_ms,
+                "from_versionstamp": gen.differential.hex(),
+                "to_versionstamp": to_stamp.hex(),
+                "origin": gen.lineage.origin if gen.lineage else None,
+            }
+        )
+    return points

@@ -62,6 +62,10 @@ class S3Options:
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
 
+    def location(self) -> dict[str, str | None]:
+        """Where the backup lives, without credentials (status pages, restore commands)."""
+        return {"bucket": self.bucket, "prefix": self.prefix, "endpoint": self.endpoint}
+
     def validate(self) -> None:
         if not self.bucket:
             raise ValueError("--s3-bucket not set")

@@ -51,6 +51,7 @@ from timemachine.generations import (
     Listing,
     lineage_key,
     list_all,
+    recovery_points,
 )
 from timemachine.lease import DEFAULT_TTL_S, Lease
 from timemachine.retention import doomed_generations
@@ -102,7 +103,13 @@ class Shipper:
     name = "shipper"
 
     def __init__(
-        self, engine: Engine, store: ObjectStore, prefix: str, options: ShipperOptions
+        self,
+        engine: Engine,
+        store: ObjectStore,
+        prefix: str,
+        options: ShipperOptions,
+        *,
+        location: dict[str, str | None] | None = None,
     ) -> None:
         if engine.writer is None or engine.redo is None:
             raise ValueError("backups need a writable database with redo capture on")
@@ -122,6 +129,8 @@ class Shipper:
         )
         self._reader = sqlite3.connect(engine.path, isolation_level=None, check_same_thread=False)
         self._known: dict[str, Generation] = {}
+        self._listing: list[Generation] = []  # complete generations, as last listed
+        self.location = location or {"prefix": prefix}  # where the backup lives, for people
         self._resumed = False
         self._origin = "first start"  # why the next generation starts, if it must
 
@@ -425,6 +434,7 @@ class Shipper:
     async def apply_retention(self) -> list[str]:
         """Delete generations no point in the window needs, and abandoned partial ones."""
         listing = await list_all(self.store, self.prefix, self._known)
+        self._listing = listing.complete
         current = self.stats.generation
         doomed = doomed_generations(
             [g.name for g in listing.complete],
@@ -504,7 +514,15 @@ class Shipper:
             "last_error": stats.last_error,
             "lease_held": self.lease.held,
             "lease_holder": stats.fenced,
+            **self.location,
+            "recovery_points": self._recovery_points(),
         }
+
+    def _recovery_points(self) -> list[dict[str, object]]:
+        listed = [g for g in self._listing if g.name not in self.stats.retention_deleted]
+        last = self.stats.last_success
+        end = (None if last is None else int(last * 1000), self.stats.shipped_through[:10])
+        return recovery_points(listed, end)
 
 
 def _before(stamp12: bytes) -> bytes:
