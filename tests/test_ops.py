@@ -12,10 +12,15 @@ from tests.kvconnect import RawKv, set_mutation
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
-    pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$"
-    found = re.search(pattern, text, re.MULTILINE)
+    """The sum of the samples of `name` whose labels include `labels` (over every process)."""
+    wanted = set(re.findall(r'(\w+="[^"]*")', labels))
+    found = []
+    for line in text.splitlines():
+        sample = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? ([0-9.e+-]+)", line)
+        if sample and wanted <= set(re.findall(r'(\w+="[^"]*")', sample.group(1) or "")):
+            found.append(float(sample.group(2)))
     assert found, f"{name}{labels} not in metrics"
-    return float(found.group(1))
+    return sum(found)
 
 
 def test_health_needs_no_token_and_reveals_nothing(server: ServerProcess) -> None:
@@ -35,9 +40,8 @@ def test_metrics_move_with_traffic(server: ServerProcess) -> None:
     kv.close()
     after = httpx.get(server.url + "/metrics").text
     ok = '{endpoint="atomic_write",status="200"}'
-    assert metric(after, "denokv_requests_total", ok) - (
-        metric(before, "denokv_requests_total", ok) if ok in before else 0
-    ) == 6
+    had = metric(before, "denokv_requests_total", ok) if '"atomic_write"' in before else 0
+    assert metric(after, "denokv_requests_total", ok) - had == 6
     assert metric(after, "denokv_requests_total", '{endpoint="atomic_write",status="400"}') == 1
     assert metric(after, "denokv_requests_total", '{endpoint="snapshot_read",status="200"}') == 1
     assert metric(after, "denokv_commits_total") >= 1

@@ -44,7 +44,7 @@ async def _boom_route(request: Request) -> Response:
 def kv_server(tmp_path: Path) -> Iterator[KvServer]:
     engine = Engine(str(tmp_path / "kv.sqlite"))
     server = KvServer(engine, ServerConfig(access_token=TOKEN))
-    server.framework.router.routes.append(Route("/boom", _boom_route, methods=["GET"]))
+    server.operations.router.routes.append(Route("/boom", _boom_route, methods=["GET"]))
     yield server
     engine.close()
 

@@ -99,13 +99,9 @@ def counters(
 
 
 def _request_count(server: KvServer) -> float | None:
-    metric = getattr(getattr(server, "metrics", None), "requests", None)
-    if metric is None:
-        return None
-    total = 0.0
-    for family in metric.collect():
-        total += sum(s.value for s in family.samples if s.name.endswith("_total"))
-    return total
+    metrics = getattr(server, "metrics", None)
+    total = getattr(metrics, "requests_total", None)
+    return None if total is None else float(total())
 
 
 def role(server: KvServer) -> str:

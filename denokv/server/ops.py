@@ -14,38 +14,51 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from denokv.health import Component
+from denokv.server import request_stats
+from denokv.server.request_stats import RequestStats, Snapshot
 
 log = logging.getLogger("denokv.server")
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
 
 class Metrics:
-    def __init__(self, components: list[Component]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "denokv_requests", "HTTP requests by endpoint and status",
-            ["endpoint", "status"], registry=self.registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "denokv_request_duration_seconds", "Request latency by endpoint",
-            ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.registry.register(_ComponentCollector(components))
+    """The server's metrics: its components', and the requests of every server process.
 
-    def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+    `observe` counts a finished request of this process; `workers` holds the
+    latest snapshot each worker process sent (see `denokv.server.processes`).
+    """
+
+    def __init__(self, components: list[Component], process: str = "0") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = RequestStats()
+        self.process = process
+        self.workers: dict[str, Snapshot] = {}
+        self.observe = self.requests.observe
+        self.registry.register(_ComponentCollector(components))
+        self.registry.register(_RequestCollector(self))
+
+    def snapshots(self) -> dict[str, Snapshot]:
+        return {self.process: self.requests.snapshot(), **self.workers}
+
+    def requests_total(self) -> int:
+        return request_stats.total(self.snapshots())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RequestCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        yield from request_stats.families(self.metrics.snapshots())
 
 
 class _ComponentCollector(Collector):
