@@ -8,7 +8,7 @@ import logging
 
 from cli.errors import CliError
 from cli.options import check_s3_store, s3_options
-from cli.serve import _run_loop, front_options, parse_addr, start_metrics_server
+from cli.serve import _run_loop, front_options, parse_addr, start_metrics_server, worker_hub
 from denokv.engine import Engine
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.http import serve
@@ -82,7 +82,7 @@ async def _main(engine: Engine, args: argparse.Namespace, host: str, port: int) 
     stop = asyncio.Event()
     task = asyncio.create_task(follower.run(args.s3_poll_interval, stop))
     try:
-        await serve(server, host, port, args.http_server)
+        await serve(server, host, port, args.http_server, workers=worker_hub(server, args))
     finally:
         stop.set()
         await task

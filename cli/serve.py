@@ -7,13 +7,14 @@ import asyncio
 import logging
 import os
 import sys
+import tempfile
 from typing import Any
 
 from cli.options import add_s3_location, check_s3_store, parse_duration, s3_options
 from denokv import limits
 from denokv.engine import SYNCHRONOUS_MODES, Engine
 from denokv.server.app import KvServer, ServerConfig
-from denokv.server.auth import parse_token_file
+from denokv.server.auth import read_token_file
 from denokv.server.http import HTTP_SERVERS, serve
 from timemachine.codec import COMPRESSIONS
 
@@ -57,6 +58,14 @@ def add_parser(commands: Any) -> None:
         default=int(env("DENO_KV_NUM_WORKERS", "1")),
         help="SQLite connections serving reads; 1 reads on the event loop "
         "(env DENO_KV_NUM_WORKERS, default 1)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=_int_or_none(env("DENO_KV_PROCESSES")),
+        help="server processes sharing the port: reads run in all of them, writes go "
+        "through the main one's single writer (env DENO_KV_PROCESSES; default: the CPUs "
+        "this process may use, at most 8; granian only)",
     )
     p.add_argument(
         "--http-server",
@@ -207,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(limits.TOKEN_TOO_SHORT)
     if args.num_workers < 1:
         raise CliError("num_workers must be at least 1")
+    if args.processes is not None and args.processes < 1:
+        raise CliError("--processes must be at least 1")
     if args.sync_from_s3:
         if args.read_only:
             raise CliError("--sync-from-s3 conflicts with --read-only (a replica is read-only)")
@@ -245,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         _run_loop(
             _serve_with_backup(server, args)
             if backup
-            else serve(server, host, port, args.http_server)
+            else serve(server, host, port, args.http_server, workers=worker_hub(server, args))
         )
     finally:
         engine.close()
@@ -279,18 +290,12 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
     stop = asyncio.Event()
     task = asyncio.create_task(shipper.run(stop))
     try:
-        await serve(server, host, port, args.http_server)
+        await serve(server, host, port, args.http_server, workers=worker_hub(server, args))
     finally:
         stop.set()
         await task
         shipper.close()
         await store.close()
-
-
-def read_token_file(path: str) -> list[str]:
-    """The tokens in an access-token file (one per line); OSError or ValueError if unusable."""
-    with open(path, encoding="utf-8") as f:
-        return parse_token_file(f.read())
 
 
 def front_options(config: ServerConfig, args: argparse.Namespace) -> None:
@@ -301,6 +306,43 @@ def front_options(config: ServerConfig, args: argparse.Namespace) -> None:
         config.token_source = lambda: read_token_file(path)
     config.body_timeout_s = args.request_body_timeout
     config.quickack = args.tcp_quickack
+
+
+def worker_hub(server: KvServer, args: argparse.Namespace) -> Any:
+    """The worker processes beside this one, when more than one process serves."""
+    from denokv.server.processes import WorkerHub, WorkerSpec, default_processes
+
+    count = args.processes if args.processes is not None else default_processes()
+    if count <= 1 or args.sqlite_path == ":memory:":
+        return None
+    if args.http_server != "granian":
+        log.warning("--processes needs --http-server granian; serving from one process")
+        return None
+    host, port = parse_addr(args.addr)
+    config = server.config
+    relay = tempfile.mkdtemp(prefix="denokv-")
+    spec = WorkerSpec(
+        sqlite_path=args.sqlite_path,
+        host=host,
+        port=port,
+        relay_path=os.path.join(relay, "relay.sock"),
+        readers=args.num_workers,
+        log_level=logging.getLevelName(logging.getLogger().level),
+        config={
+            "access_token": config.access_token,
+            "access_tokens": config.access_tokens,
+            "endpoints": [[e.url, e.consistency] for e in config.endpoints],
+            "watch_keepalive_s": config.watch_keepalive_s,
+            "accept_writes": config.accept_writes,
+            "reads_strongly_consistent": config.reads_strongly_consistent,
+            "body_timeout_s": config.body_timeout_s,
+            "quickack": config.quickack,
+            "token_file": args.access_token_file,
+        },
+    )
+    hub = WorkerHub(server, count, spec)
+    server.components.append(hub)
+    return hub
 
 
 def start_metrics_server(server: KvServer, addr: str | None) -> None:
@@ -324,6 +366,10 @@ def _run_loop(main: Any) -> None:
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
 
 
 def _float_or_none(value: str | None) -> float | None:

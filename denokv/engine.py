@@ -57,7 +57,10 @@ class Engine:
         readers: int = 1,
         redo_log: bool = False,
         sweep_expired: bool = True,
+        writer: bool = True,
     ) -> None:
+        """`writer=False` opens only read connections on a file another process writes
+        (a server process beside the main one; see `denokv.server.processes`)."""
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = str(path)
@@ -80,7 +83,13 @@ class Engine:
             self._start_writer(conn, batch_timeout_ms, redo_log, sweep_expired)
             return
 
-        if read_only:
+        if not writer and not read_only:
+            for _ in range(max(1, readers)):
+                reader = self._connect(self.path)
+                reader.execute("pragma query_only = 1")
+                self._readers.put(reader)
+            check_readable(self._all_conns[0])
+        elif read_only:
             for _ in range(max(1, readers)):
                 conn = self._connect(f"{Path(self.path).absolute().as_uri()}?mode=ro", uri=True)
                 self._readers.put(conn)

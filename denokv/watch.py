@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -45,6 +45,8 @@ class WatchHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[bytes, set[Subscription]] = {}
+        # Told of every notification too (other server processes): keys, or None for all.
+        self.listeners: list[Callable[[list[bytes] | None], None]] = []
 
     @property
     def open_subscriptions(self) -> int:
@@ -81,7 +83,15 @@ class WatchHub:
                         del self._by_key[key]
 
     def notify(self, keys: Iterable[bytes]) -> None:
-        """Safe to call from any thread."""
+        """Wake the watchers of these keys, here and (listeners) elsewhere; any thread."""
+        if self.listeners:
+            keys = list(keys)
+            for listener in self.listeners:
+                listener(keys)
+        self.notify_here(keys)
+
+    def notify_here(self, keys: Iterable[bytes]) -> None:
+        """Wake the watchers of these keys in this process only."""
         woken: dict[asyncio.AbstractEventLoop, set[Subscription]] = {}
         with self._lock:
             if not self._by_key:
@@ -97,9 +107,11 @@ class WatchHub:
 
     def wake_all(self) -> None:
         """Wake every subscriber, e.g. so streams notice the engine is closing."""
+        for listener in self.listeners:
+            listener(None)
         with self._lock:
             keys = list(self._by_key)
-        self.notify(keys)
+        self.notify_here(keys)
 
 
 def _wake(subs: set[Subscription]) -> None:

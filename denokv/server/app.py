@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -38,6 +39,7 @@ from denokv.server.errors import HttpError
 from denokv.server.metadata import Endpoint
 from denokv.server.ops import Metrics, healthz_handler, metrics_handler, problems, readyz_handler
 from denokv.server.pipeline import OCTETS, BodyPolicy, ClientGone, Reply, Stream, error_reply
+from denokv.server.relay import Relay
 from denokv.server.rsgi import RsgiFront
 from denokv.server.tcp import AckNudger
 from denokv.server.unary import Incoming, UnaryCalls, parse_message
@@ -70,6 +72,8 @@ class ServerConfig:
     # Prompt ACKs for clients that leave Nagle on (Deno): see tcp.py.
     quickack: bool = True
     console: str = DEFAULT_MODE  # "read-write", "read-only" or "off" (denokv.console)
+    # A worker process: every route but the KV calls goes to the main process here.
+    relay_path: str | None = None
 
 
 class Forwarder(Protocol):
@@ -101,7 +105,7 @@ class KvServer:
         if self.nudger is not None:
             self.components.append(self.nudger)
         self.log = log
-        unary = UnaryCalls(self)
+        self.unary = unary = UnaryCalls(self)
         self.routes: dict[str, KvRoute] = {
             "/": KvRoute("metadata", unary.metadata),
             "/v2/snapshot_read": KvRoute("snapshot_read", unary.snapshot_read),
@@ -115,6 +119,7 @@ class KvServer:
             self.routes["/strong/v2/atomic_write"] = KvRoute("atomic_write", unary.atomic_write)
             self.routes["/strong/v2/watch"] = KvRoute("watch", self.watch)
         self.console = console_app(self, config.console)
+        self.relay = Relay(config.relay_path) if config.relay_path else None
         self.operations = self._framework_app()  # /healthz, /readyz, /metrics (Starlette)
         self.framework = self._framework
         self.__rsgi__ = RsgiFront(self)
@@ -138,10 +143,30 @@ class KvServer:
 
     async def _framework(self, scope: Any, receive: Any, send: Any) -> None:
         """Every request that is not a KV call: the console, or the operations routes."""
+        if self.relay is not None and scope.get("type") == "http":
+            await self._relayed(scope, receive, send)
+            return
         if self.console is not None and scope.get("path", "").startswith("/console"):
             await self.console(scope, receive, send)
             return
         await self.operations(scope, receive, send)
+
+    async def _relayed(self, scope: Any, receive: Any, send: Any) -> None:
+        """A worker's other routes, answered by the main process (counted as "relayed")."""
+        assert self.relay is not None
+        started = time.perf_counter()
+        status = 0
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.relay(scope, receive, counting_send)
+        finally:
+            self.observe("relayed", status, time.perf_counter() - started)
 
     def problems(self) -> list[str]:
         """Why the server should not take traffic now (empty: ready)."""

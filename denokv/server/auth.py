@@ -83,3 +83,9 @@ def parse_token_file(text: str) -> list[str]:
         if len(t.encode()) < L.MIN_ACCESS_TOKEN_LENGTH:
             raise ValueError(L.TOKEN_TOO_SHORT)
     return tokens
+
+
+def read_token_file(path: str) -> list[str]:
+    """The tokens in an access-token file (one per line); OSError or ValueError if unusable."""
+    with open(path, encoding="utf-8") as f:
+        return parse_token_file(f.read())

@@ -14,30 +14,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from denokv.server.app import KvServer
+
+if TYPE_CHECKING:
+    from denokv.server.processes import WorkerHub
 
 log = logging.getLogger("denokv.http")
 
 HTTP_SERVERS = ("granian", "granian-asgi", "hypercorn")
 
 
-async def serve(server: KvServer, host: str, port: int, http_server: str = "granian") -> None:
+async def serve(
+    server: KvServer,
+    host: str,
+    port: int,
+    http_server: str = "granian",
+    *,
+    quiet: bool = False,
+    workers: WorkerHub | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully.
 
-    Shutdown order: refuse new data requests and end watch streams, let the
-    HTTP server finish requests in flight, then the caller closes the engine
-    (which commits every write still queued).
+    Shutdown order: the worker processes stop first (their writes in flight
+    still reach this process), then new data requests are refused and watch
+    streams end, the HTTP server finishes its requests in flight, and the
+    caller closes the engine (which commits every write still queued).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reload_tokens = getattr(server, "reload_tokens", None)
-    if reload_tokens is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload_tokens)
+
+    def reload() -> None:
+        server.reload_tokens()
+        if workers is not None:
+            workers.signal_all(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     if http_server in ("granian", "granian-asgi"):
-        await _serve_granian(server, host, port, stop, rsgi=http_server == "granian")
+        await _serve_granian(
+            server, host, port, stop, rsgi=http_server == "granian", quiet=quiet, workers=workers
+        )
     elif http_server == "hypercorn":
         await _serve_hypercorn(server, host, port, stop)
     else:
@@ -45,16 +65,44 @@ async def serve(server: KvServer, host: str, port: int, http_server: str = "gran
 
 
 async def _serve_granian(
-    server: KvServer, host: str, port: int, stop: asyncio.Event, rsgi: bool
+    server: KvServer,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    rsgi: bool,
+    quiet: bool = False,
+    workers: WorkerHub | None = None,
 ) -> None:
+    fronts = [_granian(server, rsgi, address=host, port=port)]
+    if workers is not None:
+        # The workers' other routes come here, on a socket nobody else can reach.
+        fronts.append(_granian(server, rsgi, uds=workers.spec.relay_path))
+    tasks = [asyncio.create_task(front.serve()) for front in fronts]
+    if not quiet:
+        _announce(host, port)
+    if workers is not None:
+        await workers.start()
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if workers is not None:
+        await workers.stop()
+    server.begin_shutdown()
+    for front in fronts:
+        front.stop()
+    stopper.cancel()
+    await asyncio.gather(*tasks)
+
+
+def _granian(server: KvServer, rsgi: bool, **where: Any) -> Any:
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP2Settings
     from granian.server.embed import Server
 
-    granian = Server(
+    if "uds" in where:
+        where["uds"] = Path(where["uds"])
+    return Server(
         server if rsgi else server.app,  # granian finds `__rsgi__` on the server
-        address=host,
-        port=port,
+        **where,
         interface=Interfaces.RSGI if rsgi else Interfaces.ASGINL,
         http=HTTPModes.auto,
         websockets=False,
@@ -63,14 +111,6 @@ async def _serve_granian(
         log_enabled=False,  # its start-up chatter; our own line says where we listen
         log_access=False,
     )
-    task = asyncio.create_task(granian.serve())
-    _announce(host, port)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    server.begin_shutdown()
-    granian.stop()
-    stopper.cancel()
-    await task
 
 
 async def _serve_hypercorn(server: KvServer, host: str, port: int, stop: asyncio.Event) -> None:

@@ -55,16 +55,21 @@ class UnaryCalls:
         return 200, PROTOBUF, convert.read_output(results, server.config.reads_strongly_consistent)
 
     async def forward_snapshot_read(self, request: Incoming) -> Reply:
-        server = self.server
-        server.admit(request.headers)
-        body = await request.body()
-        convert.read_ranges(parse_message(pb.SnapshotRead(), body))  # refuse bad input here
-        return _as_reply(await server.config.forwarder.forward("snapshot_read", body))  # type: ignore[union-attr]
+        self.server.admit(request.headers)
+        return await self.forward_read_body(await request.body())
 
     async def atomic_write(self, request: Incoming) -> Reply:
+        self.server.admit(request.headers)
+        return await self.write_body(await request.body())
+
+    # The calls past admission, also run for a worker process by the main one.
+
+    async def forward_read_body(self, body: bytes) -> Reply:
+        convert.read_ranges(parse_message(pb.SnapshotRead(), body))  # refuse bad input here
+        return _as_reply(await self.server.config.forwarder.forward("snapshot_read", body))  # type: ignore[union-attr]
+
+    async def write_body(self, body: bytes) -> Reply:
         server = self.server
-        server.admit(request.headers)
-        body = await request.body()
         write = convert.atomic_write(parse_message(pb.AtomicWrite(), body))
         config = server.config
         if config.forwarder is not None:

@@ -1,0 +1,155 @@
+"""A worker server process (`python -m denokv.server.worker`; see `denokv.server.processes`).
+
+It reads its `WorkerSpec` as JSON on stdin, opens read connections to the
+database file, and serves the KV Connect data path on the shared port: reads
+here, writes through the main process, watches woken by the main process's
+commit news, every other route relayed to the main process. It stops when told
+to (SIGTERM) or when the main process goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from denokv.engine import Engine
+from denokv.server import ipc
+from denokv.server.app import KvServer, ServerConfig
+from denokv.server.metadata import Endpoint
+
+log = logging.getLogger("denokv.worker")
+
+STATS_EVERY_S = 1.0
+
+
+class MainProcess:
+    """The worker's line to the main process: a `Forwarder` for writes, and its news."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[tuple[int, str, bytes]]] = {}
+        self.not_ready: str | None = None
+        self.closed = asyncio.Event()
+
+    async def forward(self, method: str, body: bytes) -> tuple[int, str, bytes]:
+        """Run a write (or a forwarded strong read) in the main process; its reply."""
+        if self.closed.is_set():
+            from denokv import limits as L
+
+            return 503, "text/plain; charset=utf-8", L.UNAVAILABLE.encode()
+        ident = next(self._ids)
+        future: asyncio.Future[tuple[int, str, bytes]] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = future
+        code = ipc.Method.ATOMIC_WRITE if method == "atomic_write" else ipc.Method.SNAPSHOT_READ
+        self._writer.write(ipc.frame(ipc.Kind.CALL, ident, bytes([code]) + body))
+        try:
+            return await future
+        finally:
+            self._waiting.pop(ident, None)
+
+    def send_stats(self, snapshot: dict[str, Any]) -> None:
+        if not self.closed.is_set():
+            self._writer.write(ipc.frame(ipc.Kind.STATS, 0, json.dumps(snapshot).encode()))
+
+    async def listen(self, engine: Engine) -> None:
+        """Apply the main process's news until it goes away."""
+        try:
+            while (got := await ipc.read_frame(self._reader)) is not None:
+                kind, ident, payload = got
+                if kind is ipc.Kind.REPLY:
+                    future = self._waiting.get(ident)
+                    if future is not None and not future.done():
+                        future.set_result(ipc.decode_reply(payload))
+                elif kind is ipc.Kind.TOUCHED:
+                    engine.watches.notify_here(ipc.decode_keys(payload))
+                elif kind is ipc.Kind.WAKE_ALL:
+                    engine.watches.wake_all()
+                elif kind is ipc.Kind.NOT_READY:
+                    self.not_ready = payload.decode() or None
+        except (ipc.FrameError, ConnectionError) as exc:
+            log.error("the line to the main process broke: %s", exc)
+        self.closed.set()
+        from denokv import limits as L
+
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result((503, "text/plain; charset=utf-8", L.UNAVAILABLE.encode()))
+
+
+def _config(spec: dict[str, Any], main: MainProcess) -> ServerConfig:
+    fields = dict(spec["config"])
+    fields["endpoints"] = [Endpoint(url, consistency) for url, consistency in fields["endpoints"]]
+    token_file = fields.pop("token_file", None)
+    config = ServerConfig(**fields)
+    config.forwarder = main  # every write (and strong read) runs in the main process
+    config.not_ready = lambda: main.not_ready
+    config.relay_path = spec["relay_path"]
+    if token_file:
+        from denokv.server.auth import read_token_file
+
+        config.token_source = lambda: read_token_file(token_file)
+    return config
+
+
+async def _run(spec: dict[str, Any]) -> None:
+    sock = socket.socket(fileno=spec["ipc_fd"])
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    main = MainProcess(reader, writer)
+    engine = Engine(spec["sqlite_path"], writer=False, readers=spec.get("readers", 1))
+    server = KvServer(engine, _config(spec, main))
+    server.metrics.process = str(spec["index"])
+
+    async def stats() -> None:
+        while not main.closed.is_set():
+            await asyncio.sleep(STATS_EVERY_S)
+            main.send_stats(server.metrics.requests.snapshot())
+
+    from denokv.server.http import serve
+
+    listening = asyncio.create_task(main.listen(engine))
+    reporting = asyncio.create_task(stats())
+    serving = asyncio.create_task(serve(server, spec["host"], spec["port"], "granian", quiet=True))
+    gone = asyncio.create_task(main.closed.wait())
+    try:
+        await asyncio.wait({serving, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():  # the main process went away: stop as if told to
+            os.kill(os.getpid(), 15)
+            await serving
+    finally:
+        main.send_stats(server.metrics.requests.snapshot())
+        for task in (listening, reporting, gone):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            writer.close()
+        engine.close()
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    logging.basicConfig(
+        level=spec.get("log_level", "INFO"),
+        format=f"%(asctime)s %(levelname)s %(name)s[{spec['index']}]: %(message)s",
+    )
+    for chatty in ("httpx", "aiobotocore", "botocore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_run(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
