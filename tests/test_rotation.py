@@ -135,7 +135,37 @@ async def test_a_generation_is_dated_by_its_snapshot_transaction(
     monkeypatch.setattr(snapshot_module, "tables", view)
     name = await shipper.start_generation("rotation")
     generation = next(g for g in await list_generations(store, PREFIX) if g.name == name)
-    assert generation.started_ms >= committed[0] * 1000, (
+    assert generation.started_ms >= int(committed[0] * 1000), (
         "the generation is dated before a commit its snapshot holds"
     )
     shipper.close()
+
+
+async def test_backups_written_before_lineage_still_restore(engine: Engine, tmp_path: Path) -> None:
+    """No lineage.json and no links between segments (the previous format)."""
+    from denokv.proto import backup_pb2
+    from timemachine.codec import compress, decompress
+
+    store = MemoryStore("bkt")
+    shipper = Shipper(engine, store, PREFIX, ShipperOptions())
+    await shipper.sync_once()
+    for i in range(3):
+        for j in range(5):
+            await engine.atomic_write(put(i * 10 + j))
+        await shipper.ship_pending()  # a segment each
+    expected = rows(tmp_path / "kv.sqlite")
+    shipper.close()
+    logs = 0
+    for key in list(store.keys()):
+        if key.endswith("lineage.json"):
+            await store.delete([key])
+        elif "/logs/" in key:
+            msg = backup_pb2.BackupMutationRange.FromString(decompress(await store.get(key), key))
+            assert msg.previous_versionstamp, "our segments carry the link"
+            msg.ClearField("previous_versionstamp")
+            await store.put(key, compress(msg.SerializeToString(), "zstd"))
+            logs += 1
+    assert logs == 3
+    out = tmp_path / "old-format.sqlite"
+    await restore(store, PREFIX, Point(), out)
+    assert rows(out) == expected
