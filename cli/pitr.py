@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.options import add_s3_location, s3_options
+from denokv import versionstamp as stamps
 
 
 def add_parser(commands: Any) -> None:
@@ -207,7 +208,8 @@ def run_info(args: argparse.Namespace) -> int:
     from replica import timetravel
 
     conn = _replica_conn(args.sqlite_path)
-    print(f"Current versionstamp: {timetravel.current12(conn)[:10].hex()}")
+    current = stamps.commit_of(timetravel.current12(conn))
+    print(f"Current versionstamp: {current.hex()}")
     return 0
 
 
@@ -235,7 +237,7 @@ def run_checkout(args: argparse.Namespace) -> int:
 
     def step(tx: Tx) -> bool:
         # A bounded move per commit, each ending on a boundary (a state that existed).
-        one = timetravel.checkout(tx.conn, target + timetravel.BOUNDARY, CHECKOUT_BATCH)
+        one = timetravel.checkout(tx.conn, stamps.after(target), CHECKOUT_BATCH)
         tx.set_version(one.version)
         moved.append(one)
         return not one.done
@@ -244,5 +246,5 @@ def run_checkout(args: argparse.Namespace) -> int:
         engine.writer.run_batches(step, name="pitr checkout").result()  # type: ignore[union-attr]
     finally:
         engine.close()
-    print(f"Snapshot is now at versionstamp {moved[-1].current12[:10].hex()}")
+    print(f"Snapshot is now at versionstamp {stamps.commit_of(moved[-1].current12).hex()}")
     return 0

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from denokv import tables
+from denokv import versionstamp as stamps
 from denokv.health import Component
 from denokv.operations import (
     AtomicWrite,
@@ -31,7 +32,6 @@ from denokv.operations import (
     ReadRange,
     WriteResult,
     WriteStatus,
-    versionstamp,
 )
 from denokv.redo_log import RedoLog
 from denokv.tables import check_readable, migrate
@@ -180,7 +180,7 @@ class Engine:
 
     def current_versionstamp(self) -> bytes:
         with self.reader() as conn:
-            return versionstamp(tables.data_version(conn))
+            return stamps.from_version(tables.data_version(conn))
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
@@ -268,5 +268,5 @@ class Engine:
 
 def _scan(conn: sqlite3.Connection, r: ReadRange, now: int) -> list[Entry]:
     rows = tables.scan(conn, r.start, r.end, r.limit, r.reverse, now)
-    stamp = tables.versionstamp_of
+    stamp = stamps.from_version
     return [Entry(k, v, enc, stamp(ver, seq)) for k, v, enc, ver, seq in rows]

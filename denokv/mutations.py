@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 
 from denokv import tables
+from denokv import versionstamp as stamps
 from denokv.effects import Effects, QueueChangeKind
 from denokv.limits import DEFAULT_BACKOFF_SCHEDULE
 from denokv.operations import (
@@ -24,7 +25,6 @@ from denokv.operations import (
     MutationKind,
     ValueEncoding,
     WriteError,
-    versionstamp,
 )
 from denokv.v8_sum import SumError, v8_sum
 
@@ -43,7 +43,7 @@ def failed_checks(conn: sqlite3.Connection, checks: tuple[Check, ...], now_ms: i
 def apply_write(conn: sqlite3.Connection, write: AtomicWrite, version: int, now_ms: int) -> Effects:
     """Run the mutations and enqueues of a write whose checks passed."""
     effects = Effects()
-    stamp = versionstamp(version)
+    stamp = stamps.from_version(version)
     for enqueue in write.enqueues:
         _insert_enqueue(conn, enqueue, effects)
     for mutation in write.mutations:

@@ -128,8 +128,3 @@ class StorageFault(EngineUnavailable):
     def __init__(self, kind: str, text: str) -> None:
         super().__init__(text)
         self.kind = kind
-
-
-def versionstamp(version: int) -> bytes:
-    """The 10-byte versionstamp of a commit: big-endian version then two zero bytes."""
-    return version.to_bytes(8, "big") + b"\x00\x00"

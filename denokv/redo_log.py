@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from denokv import versionstamp as stamps
 from denokv.effects import Effects, QueueChange, QueueChangeKind
 from denokv.proto import backup_pb2 as pb
 from denokv.tables import QueueRow
 
-BOUNDARY = b"\xff\xff"
 MAX_ROWS_PER_COMMIT = 0xFFFF  # indexes 0..fffe, and ffff for the last row
 KEY_CHANGE = 0
 ROW_OVERHEAD = 32  # approximate bytes per row beside key and value, for the backlog gauge
@@ -94,7 +94,7 @@ class RedoEntry:
 
     @property
     def is_boundary(self) -> bool:
-        return self.versionstamp12.endswith(BOUNDARY)
+        return stamps.is_boundary(self.versionstamp12)
 
     @property
     def is_queue_change(self) -> bool:
@@ -264,7 +264,7 @@ class RedoLog:
 def _rows(
     version: int, effects: Effects
 ) -> list[tuple[bytes, int, bytes, bytes | None, int, int, int]]:
-    stamp = version.to_bytes(8, "big") + b"\x00\x00"
+    stamp = stamps.from_version(version)
     now = time.time_ns() // 1_000_000
     rows: list[tuple[bytes, int, bytes, bytes | None, int, int, int]] = [
         (b"", now, c.row.id.encode(), encode_queue_change(c), 0, c.row.ts, int(c.kind))
@@ -278,10 +278,7 @@ def _rows(
             f"a commit of {len(rows)} changes cannot be captured (at most {MAX_ROWS_PER_COMMIT})"
         )
     last = len(rows) - 1
-    return [
-        (stamp + (0xFFFF if i == last else i).to_bytes(2, "big"), *row[1:])
-        for i, row in enumerate(rows)
-    ]
+    return [(stamps.change(stamp, i, i == last), *row[1:]) for i, row in enumerate(rows)]
 
 
 def backlog_age_s(backlog: Backlog) -> float:

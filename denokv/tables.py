@@ -19,6 +19,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from denokv import versionstamp as stamps
+
 # -- layout -----------------------------------------------------------------------
 
 MIGRATIONS: tuple[str, ...] = (
@@ -154,7 +156,7 @@ class KvRow:
 
     @property
     def versionstamp(self) -> bytes:
-        return versionstamp_of(self.version, self.seq)
+        return stamps.from_version(self.version, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,10 +279,6 @@ def expiry_times(conn: sqlite3.Connection, keys: Sequence[bytes]) -> dict[bytes,
     return found
 
 
-def versionstamp_of(version: int, seq: int) -> bytes:
-    return version.to_bytes(8, "big") + seq.to_bytes(2, "big")
-
-
 def live_rows(conn: sqlite3.Connection, now_ms: int) -> Iterator[KvRow]:
     """Every live row in key order (a snapshot's contents), read lazily."""
     for k, v, enc, ver, seq, exp in conn.execute(SELECT_LIVE_ROWS, (now_ms,)):
@@ -301,7 +299,7 @@ def live_versionstamp(conn: sqlite3.Connection, key: bytes, now_ms: int) -> byte
     row = conn.execute(SELECT_CHECK, (key,)).fetchone()
     if row is None or not is_live(row[2], now_ms):
         return None
-    return versionstamp_of(row[0], row[1])
+    return stamps.from_version(row[0], row[1])
 
 
 def live_value(conn: sqlite3.Connection, key: bytes, now_ms: int) -> tuple[bytes, int] | None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from denokv import tables
+from denokv import versionstamp as stamps
 from denokv.effects import Effects, QueueChangeKind
 from denokv.mutations import apply_write, failed_checks
 from denokv.operations import (
@@ -50,7 +51,6 @@ from denokv.operations import (
     WriterStopped,
     WriteStatus,
 )
-from denokv.operations import versionstamp as make_versionstamp
 from denokv.validation import check_write
 from denokv.writer_stats import StorageFaults, WriterStats, writer_metrics
 
@@ -465,7 +465,7 @@ class Writer:
                 outcome = self._one_write(tx.conn, pending.write, version, tx.now_ms)
                 outcomes.append(outcome)
                 if outcome[1] is not None:
-                    version = int.from_bytes(outcome[0].versionstamp[:8], "big")  # type: ignore[union-attr]
+                    version = stamps.version_of(outcome[0].versionstamp)  # type: ignore[union-attr]
             tx.set_version(version)
 
         try:
@@ -514,7 +514,7 @@ class Writer:
                 return exc, None
             self._failed("a write", exc)
             return WriteError(f"The write could not be applied: {type(exc).__name__}: {exc}"), None
-        return WriteResult(WriteStatus.SUCCESS, make_versionstamp(new_version)), effects
+        return WriteResult(WriteStatus.SUCCESS, stamps.from_version(new_version)), effects
 
     # -- expiry -----------------------------------------------------------------
 

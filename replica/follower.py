@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from denokv import tables
+from denokv import versionstamp as stamps
 from denokv.engine import Engine
 from denokv.writer import Tx
 from replica import staging
@@ -73,7 +74,7 @@ class FollowerStats:
         yield GaugeMetricFamily(
             "denokv_replica_applied_version",
             "Version (first 8 bytes of the versionstamp) served",
-            value=int.from_bytes(self.applied12[:8], "big"),
+            value=stamps.version_of(self.applied12),
         )
         yield GaugeMetricFamily(
             "denokv_replica_lag_seconds",
@@ -235,10 +236,10 @@ class Follower:
                 await self.engine.run(store_one, name="replica bootstrap range")
 
         await asyncio.gather(*(fetch(k) for k in todo))
-        base = gen.differential + tt.BOUNDARY
+        base = gen.base12
 
         def finish(tx: Tx) -> None:
-            tx.set_version(int.from_bytes(gen.differential[:8], "big"))
+            tx.set_version(stamps.version_of(gen.differential))
             tt.set_state(
                 tx.conn,
                 bootstrapped="1",
@@ -296,7 +297,7 @@ class Follower:
         if (
             point is not None
             and self.stats.chain_problem is None
-            and reached <= point + tt.BOUNDARY
+            and reached <= stamps.after(point)
             and (log_end is None or tail == log_end)
         ):
             # The new generation's snapshot is the old one's state at `point`, and we
@@ -331,13 +332,13 @@ class Follower:
                 lambda tx, snapshot=snapshot: staging.add(tx.conn, snapshot),
                 name="replica staging",
             )
-        base = gen.differential + tt.BOUNDARY
+        base = gen.base12
 
         def swap(tx: Tx) -> None:
             # One transaction: readers see the old state or the new one, never a mix.
             staging.swap_in(tx.conn)
             tt.clear_logs(tx.conn)
-            tx.set_version(int.from_bytes(gen.differential[:8], "big"))
+            tx.set_version(stamps.version_of(gen.differential))
             tt.set_state(
                 tx.conn,
                 generation=gen.name,
@@ -377,7 +378,7 @@ class Follower:
             "role": "replica",
             "bootstrapped": stats.bootstrapped,
             "generation": stats.generation,
-            "applied_versionstamp": stats.applied12[:10].hex(),
+            "applied_versionstamp": stamps.commit_of(stats.applied12).hex(),
             "lag_seconds": stats.lag_seconds(),
             "last_poll_ms": None if stats.last_poll is None else stats.last_poll * 1000,
             "segments_applied_total": stats.segments_applied,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from denokv import tables
+from denokv import versionstamp as stamps
 from denokv.effects import replay_queue_change
 from denokv.redo_log import decode_queue_change, encode_queue_change
 from timemachine.codec import SnapshotRange
@@ -50,8 +51,8 @@ def add(conn: sqlite3.Connection, snapshot: SnapshotRange) -> None:
                 e.key,
                 e.value,
                 e.encoding,
-                int.from_bytes(e.versionstamp[:8], "big"),
-                int.from_bytes(e.versionstamp[8:], "big"),
+                stamps.version_of(e.versionstamp),
+                stamps.seq_of(e.versionstamp),
                 e.expire_at_ms,
             )
             for e in snapshot.entries

@@ -22,13 +22,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from denokv import tables
+from denokv import versionstamp as stamps
 from denokv.effects import replay_queue_change
 from denokv.redo_log import decode_queue_change, encode_queue_change
 from timemachine.codec import LogEntry
 
-BOUNDARY = b"\xff\xff"
-LATEST = b"\xff" * 12
-ZERO12 = bytes(12)
+LATEST = stamps.MAX12  # a checkout target past every entry
+ZERO12 = stamps.ZERO12
 CHUNK = 1_000  # rows read per query while moving
 NO_LIMIT = 2**62
 
@@ -107,7 +107,7 @@ class Moved:
 
     @property
     def version(self) -> int:
-        return int.from_bytes(self.current12[:8], "big")
+        return stamps.version_of(self.current12)
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
@@ -172,7 +172,7 @@ def checkout(conn: sqlite3.Connection, target12: bytes, limit: int = NO_LIMIT) -
         moved = _undo(conn, cur, target12, limit)
     else:
         return Moved(cur)
-    if moved.current12 != cur and not moved.current12.endswith(BOUNDARY):
+    if moved.current12 != cur and not stamps.is_boundary(moved.current12):
         raise TimeTravelError("redo/undo log did not end at a snapshot boundary")
     set_state(conn, current_versionstamp12=moved.current12.hex())
     return moved
@@ -189,7 +189,7 @@ def _redo(conn: sqlite3.Connection, cur: bytes, target12: bytes, limit: int) -> 
             if queue is None:
                 moved.touched.append(k)
             applied += 1
-            if vs12.endswith(BOUNDARY):
+            if stamps.is_boundary(vs12):
                 if vs12 >= target12:
                     return moved
                 if applied >= limit:
@@ -221,7 +221,7 @@ def _apply_forward(
                 PUT_UNDO,
                 (vs12, ts, k, prior.value, prior.encoding, prior.expire_at_ms, prior.version, None),
             )
-        _set(conn, k, v, enc, exp, int.from_bytes(vs12[:8], "big"))
+        _set(conn, k, v, enc, exp, stamps.version_of(vs12))
     conn.execute(DELETE_REDO, (vs12,))
 
 
@@ -230,7 +230,7 @@ def _undo(conn: sqlite3.Connection, cur: bytes, target12: bytes, limit: int) -> 
     undone = 0
     while rows := conn.execute(UNDO_THROUGH, (cur, CHUNK)).fetchall():
         for vs12, ts, k, v, enc, exp, prior_version, queue in rows:
-            if vs12.endswith(BOUNDARY) and vs12 != cur:
+            if stamps.is_boundary(vs12) and vs12 != cur:
                 if vs12 <= target12:
                     moved.current12 = vs12
                     return moved
@@ -308,5 +308,5 @@ def recovery_points(
     """Commit boundaries of the redo and undo logs with their times, newest first."""
     end = end_ms if end_ms is not None else 2**62
     rows = conn.execute(RECOVERY_POINTS, (start_ms, end, start_ms, end)).fetchall()
-    points = [(vs12[:10], ts) for vs12, ts in rows if vs12.endswith(BOUNDARY)]
+    points = [(stamps.commit_of(vs12), ts) for vs12, ts in rows if stamps.is_boundary(vs12)]
     return sorted(points, reverse=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import zstandard
 from google.protobuf import unknown_fields
 
+from denokv import versionstamp as stamps
 from denokv.effects import QueueChange
 from denokv.proto import backup_pb2 as pb
 from denokv.redo_log import RedoEntry, decode_queue_change, fill_queue_change, read_queue_change
@@ -52,7 +53,7 @@ class LogEntry:
 
     @property
     def is_boundary(self) -> bool:
-        return self.versionstamp12.endswith(b"\xff\xff")
+        return stamps.is_boundary(self.versionstamp12)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from denokv import versionstamp as stamps
 from timemachine import layout
 from timemachine.store import ObjectNotFound, ObjectStore
 
 LINEAGE_FORMAT = 1
-BOUNDARY = b"\xff\xff"
 # Backup state a restored file carries (`denokv_backup_state`): "<generation> <20 hex>",
 # the history it was restored from, which the primary started on it continues.
 RESTORED_FROM = "restored_from"
@@ -112,7 +112,7 @@ class Generation:
     @property
     def base12(self) -> bytes:
         """Where its logs begin: every entry after this belongs to the generation."""
-        return self.differential + BOUNDARY
+        return stamps.after(self.differential)
 
     def continues(self, parent: str) -> bytes | None:
         """The point of `parent`'s history this generation's snapshot equals, if it does."""
@@ -191,10 +191,7 @@ async def read_generation(store: ObjectStore, prefix: str, name: str) -> Generat
 
 
 def _stamp10(text: str) -> bytes:
-    stamp = bytes.fromhex(text)
-    if len(stamp) != 10:
-        raise ValueError(f"{text!r} is not a 10-byte versionstamp")
-    return stamp
+    return stamps.parse(text)
 
 
 def recovery_points(

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from denokv import redo_log, tables
+from denokv import versionstamp as stamps
 from denokv.effects import replay_queue_change
-from denokv.redo_log import BOUNDARY, decode_queue_change, encode_queue_change
+from denokv.redo_log import decode_queue_change, encode_queue_change
 from timemachine import layout
 from timemachine.chain import Chain, ChainError
 from timemachine.codec import LogEntry, decode_segment, decode_snapshot_range
@@ -34,7 +35,7 @@ from timemachine.store import ObjectNotFound, ObjectStore
 
 DOWNLOAD_CONCURRENCY = 8  # objects in memory at once, at most
 REPLAY_BATCH = 50_000  # log entries per commit while replaying
-MAX12 = b"\xff" * 12
+MAX12 = stamps.MAX12
 
 STAGING = """
 create temp table restore_log (
@@ -198,7 +199,7 @@ async def _load_logs(
 ) -> None:  # fmt: skip
     """Stage every log entry after the snapshot, checking the segments form one history."""
     base = gen.base12
-    limit = point.versionstamp + BOUNDARY if point.versionstamp is not None else MAX12
+    limit = stamps.after(point.versionstamp) if point.versionstamp is not None else MAX12
     wanted = []
     for obj in await store.list(layout.generation_prefix(prefix, gen.name) + "logs/"):
         try:
@@ -251,15 +252,15 @@ def _replay(
     conn: sqlite3.Connection, gen: Generation, point: Point
 ) -> tuple[int, bytes, int | None]:
     """Apply whole commits up to the point; return (entries applied, versionstamp, time)."""
-    limit = point.versionstamp + BOUNDARY if point.versionstamp is not None else MAX12
+    limit = stamps.after(point.versionstamp) if point.versionstamp is not None else MAX12
     if point.time_ms is not None:
         (too_late,) = conn.execute(FIRST_BOUNDARY_AFTER_TIME, (point.time_ms,)).fetchone()
         if too_late is not None:
-            limit = min(limit, too_late[:10] + b"\x00\x00")
+            limit = min(limit, stamps.start_of(too_late))
     found = conn.execute(LAST_BOUNDARY_BEFORE, (limit,)).fetchone()
     if found is None:  # nothing logged before the point: the snapshot is the state
         with tables.transaction(conn):
-            tables.set_data_version(conn, int.from_bytes(gen.differential[:8], "big"))
+            tables.set_data_version(conn, stamps.version_of(gen.differential))
         return 0, gen.differential, None
     cut, when = found
     applied = 0
@@ -270,8 +271,8 @@ def _replay(
                 _apply(conn, vs12, k, v, enc, exp, queue)
         applied += len(batch)
     with tables.transaction(conn):
-        tables.set_data_version(conn, int.from_bytes(cut[:8], "big"))
-    return applied, cut[:10], when
+        tables.set_data_version(conn, stamps.version_of(cut))
+    return applied, stamps.commit_of(cut), when
 
 
 def _apply(
@@ -288,7 +289,7 @@ def _apply(
     elif value is None:
         tables.delete(conn, key)
     else:
-        version = int.from_bytes(vs12[:8], "big")
+        version = stamps.version_of(vs12)
         tables.put_rows(conn, [tables.KvRow(key, value, encoding, version, 0, expire_at_ms)])
 
 

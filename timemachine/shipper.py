@@ -39,8 +39,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from denokv import redo_log, tables
+from denokv import versionstamp as stamps
 from denokv.engine import Engine
-from denokv.redo_log import BOUNDARY, RedoEntry, RedoLog
+from denokv.redo_log import RedoEntry, RedoLog
 from denokv.writer import Tx
 from timemachine import layout
 from timemachine.codec import decode_segment, encode_segment
@@ -60,7 +61,7 @@ from timemachine.store import ObjectStore
 
 log = logging.getLogger("denokv.shipper")
 
-ZERO12 = bytes(12)
+ZERO12 = stamps.ZERO12
 # Keys of `denokv_backup_state` the shipper keeps (beside the redo log's own).
 GENERATION = "generation"
 SHIPPED_THROUGH = "shipped_through"
@@ -231,7 +232,7 @@ class Shipper:
         generation = self.stats.generation
         assert generation is not None
         first, last = entries[0].versionstamp12, entries[-1].versionstamp12
-        name = layout.LogName(int.from_bytes(first[:8], "big"), first, last)
+        name = layout.LogName(stamps.version_of(first), first, last)
         body = encode_segment(entries, self.options.compression, self.stats.shipped_through)
         # Written once: a repeat after a crash finds the same object already there.
         await self.store.put(layout.log_key(self.prefix, generation, name), body, if_absent=True)
@@ -328,7 +329,7 @@ class Shipper:
         """Does the local redo log hold exactly this entry (same stamp, key and value)?"""
 
         def look() -> bool:
-            found = redo_log.read_after(self._reader, _before(entry.versionstamp12), 1)
+            found = redo_log.read_after(self._reader, stamps.just_before(entry.versionstamp12), 1)
             if not found or found[0].versionstamp12 != entry.versionstamp12:
                 return False
             if entry.queue is not None:
@@ -348,7 +349,7 @@ class Shipper:
             await self._record(
                 {GENERATION: pending, SHIPPED_THROUGH: through.hex(), PENDING: ""},
                 trim_through=through,
-                covered=int.from_bytes(done.differential[:8], "big"),
+                covered=stamps.version_of(done.differential),
             )
             log.info("adopted backup generation %s, completed before a restart", pending)
             return
@@ -373,11 +374,11 @@ class Shipper:
         await self.store.put(
             layout.differential_key(self.prefix, name), stamp.hex().encode(), if_absent=True
         )
-        through = max(stamp + BOUNDARY, self.stats.shipped_through)
+        through = max(stamps.after(stamp), self.stats.shipped_through)
         await self._record(
             {GENERATION: name, SHIPPED_THROUGH: through.hex(), PENDING: "", RESTORED_FROM: ""},
             trim_through=through,
-            covered=int.from_bytes(stamp[:8], "big"),
+            covered=stamps.version_of(stamp),
         )
         self.stats.generation = name
         self.stats.generation_started_ms = taken_ms
@@ -395,7 +396,7 @@ class Shipper:
         old = self.stats.generation
         if origin == "rotation" and old is not None:
             # Must succeed: the old log is trimmed only once it reached the snapshot.
-            await self.ship_pending(through=stamp + BOUNDARY)
+            await self.ship_pending(through=stamps.after(stamp))
             continues = (old, stamp, self.stats.shipped_through)
         elif origin == "restored":
             continues = await self._restored_point(stamp)
@@ -422,7 +423,7 @@ class Shipper:
         return None
 
     async def _upload_snapshot(self, name: str, stamp: bytes, chunks: Any) -> int:
-        monoseq = int.from_bytes(stamp[:8], "big")
+        monoseq = stamps.version_of(stamp)
         count = 0
         async for chunk in chunks:
             self._require_lease()
@@ -521,14 +522,11 @@ class Shipper:
     def _recovery_points(self) -> list[dict[str, object]]:
         listed = [g for g in self._listing if g.name not in self.stats.retention_deleted]
         last = self.stats.last_success
-        end = (None if last is None else int(last * 1000), self.stats.shipped_through[:10])
+        end = (
+            None if last is None else int(last * 1000),
+            stamps.commit_of(self.stats.shipped_through),
+        )
         return recovery_points(listed, end)
-
-
-def _before(stamp12: bytes) -> bytes:
-    """The largest 12-byte value below `stamp12` (for a `> after` lookup of it)."""
-    n = int.from_bytes(stamp12, "big")
-    return max(0, n - 1).to_bytes(12, "big")
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 
 from denokv import tables
+from denokv import versionstamp as stamps
 from denokv.effects import QueueChange, QueueChangeKind, replay_queue_change
-from denokv.operations import versionstamp
 from timemachine.codec import SnapshotEntry, SnapshotRange, encode_snapshot
 
 CHUNK_ENTRIES = 20_000
@@ -49,7 +49,7 @@ async def read_snapshot(path: str, compression: str) -> tuple[bytes, int, _Chunk
             conn.execute("begin")
             version = tables.data_version(conn)
             now_ms = time.time_ns() // 1_000_000
-            loop.call_soon_threadsafe(started.set_result, (versionstamp(version), now_ms))
+            loop.call_soon_threadsafe(started.set_result, (stamps.from_version(version), now_ms))
             batch: list[SnapshotEntry] = []
             size = 0
             seq = 0
@@ -147,8 +147,8 @@ def store_range(conn: sqlite3.Connection, snapshot: SnapshotRange) -> None:
                 e.key,
                 e.value,
                 e.encoding,
-                int.from_bytes(e.versionstamp[:8], "big"),
-                int.from_bytes(e.versionstamp[8:], "big"),
+                stamps.version_of(e.versionstamp),
+                stamps.seq_of(e.versionstamp),
                 e.expire_at_ms,
             )
             for e in snapshot.entries

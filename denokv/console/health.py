@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from denokv import versionstamp as stamps
+
 if TYPE_CHECKING:
     from denokv.server.app import KvServer
 
@@ -186,7 +188,7 @@ def _pick(seen: list[tuple[str, dict[str, Any], list[str]]], key: str) -> Any:
 
 def _versionstamp_text(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
-        return (value.to_bytes(8, "big") + b"\x00\x00").hex()
+        return stamps.from_version(value).hex()
     return value if isinstance(value, str) else None
 
 

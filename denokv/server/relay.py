@@ -63,9 +63,7 @@ class Relay:
             {
                 "type": "http.response.start",
                 "status": response.status_code,
-                "headers": [
-                    (k, v) for k, v in response.headers.raw if k.lower() not in _HOP
-                ],
+                "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP],
             }
         )
         with contextlib.suppress(httpx.HTTPError):
