@@ -55,7 +55,7 @@ from timemachine.generations import (
 from timemachine.lease import DEFAULT_TTL_S, Lease
 from timemachine.retention import doomed_generations
 from timemachine.snapshot import read_snapshot
-from timemachine.store import ObjectStore
+from timemachine.store import ObjectStore, ObjectStoreError
 
 log = logging.getLogger("denokv.shipper")
 
@@ -124,6 +124,7 @@ class Shipper:
         self._known: dict[str, Generation] = {}
         self._resumed = False
         self._origin = "first start"  # why the next generation starts, if it must
+        self._retention_retry_at = 0.0  # monotonic; set after a failed retention pass
 
     # -- the loop -------------------------------------------------------------------
 
@@ -174,8 +175,24 @@ class Shipper:
         started = self.stats.generation_started_ms or 0
         if time.time() * 1000 - started >= self.options.snapshot_interval_s * 1000:
             await self.start_generation("rotation")
-        await self.apply_retention()
+        await self._prune()
         self.stats.last_success = time.time()
+
+    async def _prune(self) -> None:
+        """Retention, unless it failed lately. A store that refuses deletes (a policy, a
+        lock) is counted and logged, but does not hold up shipping: it waits a backoff."""
+        if time.monotonic() < self._retention_retry_at:
+            return
+        try:
+            await self.apply_retention()
+        except ObjectStoreError as exc:
+            self._retention_retry_at = time.monotonic() + self.options.max_backoff_s
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "retention failed (%s); those generations stay; retrying in %.0f s",
+                self.stats.last_error, self.options.max_backoff_s,
+            )  # fmt: skip
 
     def _require_lease(self) -> None:
         if not self.lease.held:
