@@ -17,7 +17,7 @@ from typing import Any
 
 import denokv
 from tests.conftest import ROOT, ServerProcess
-from tests.s3support import list_keys, s3_env
+from tests.s3support import list_keys, s3_client, s3_env
 
 PREFIX = "proofs/kv/"
 Row = tuple[bytes, bytes, int, int]
@@ -118,3 +118,12 @@ async def _write_phase(url: str, token: str, phase: int, count: int) -> None:
 def write_phase(srv: ServerProcess, phase: int, count: int = 10) -> None:
     """A few sets, deletes and a sum through KV Connect (the Python client)."""
     asyncio.run(_write_phase(srv.url, srv.token, phase, count))
+
+
+def empty_bucket(endpoint: str, bucket: str) -> None:
+    """Delete every object (moto keeps them in memory for the whole session)."""
+    client = s3_client(endpoint)
+    keys = list_keys(endpoint, bucket)
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[start : start + 1000]]
+        client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
