@@ -22,9 +22,10 @@ from timemachine.restore import Point, restore
 from timemachine.shipper import Shipper, ShipperOptions
 
 PREFIX = "p/"
-VALUE = 50_000
-PER_COMMIT = 4  # 200 KB a commit
-BOUND = 1024 * 1024
+VALUE = 60_000
+PER_COMMIT = 12  # 720 KB a commit, below the 819,200 bytes of one atomic write
+COMMITS = 40  # 29 MB waiting, as after an S3 outage
+BOUND = 8 * 1024 * 1024  # ShipperOptions.max_segment_bytes, the default
 
 
 def commit(n: int) -> AtomicWrite:
@@ -48,10 +49,10 @@ def rows(db: Path) -> list[tuple[bytes, bytes, int, int]]:
 async def test_a_backlog_ships_as_segments_within_the_byte_bound(tmp_path: Path) -> None:
     store = MemoryStore()
     engine = Engine(tmp_path / "kv.sqlite", redo_log=True)
-    shipper = Shipper(engine, store, PREFIX, ShipperOptions(max_segment_bytes=BOUND))
+    shipper = Shipper(engine, store, PREFIX, ShipperOptions())
     try:
         await shipper.sync_once()
-        for n in range(30):  # 6 MB waiting, as after an outage
+        for n in range(COMMITS):
             await engine.atomic_write(commit(n))
         await shipper.sync_once()
         out = tmp_path / "restored.sqlite"
@@ -60,7 +61,7 @@ async def test_a_backlog_ships_as_segments_within_the_byte_bound(tmp_path: Path)
         shipper.close()
         engine.close()
     logs = [k for k in store.keys() if "/logs/" in k]  # noqa: SIM118 (a method)
-    assert len(logs) >= 5  # 6 MB in commits of 200 KB: 6 commits (1.2 MB) a segment
+    assert len(logs) >= 3  # 29 MB in commits of 720 KB: 12 commits (8.6 MB) a segment
     for key in logs:
         segment = decode_segment(store.objects[key].body, key)
         data = sum(len(e.key) + len(e.value or b"") for e in segment.entries)
