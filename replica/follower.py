@@ -148,14 +148,22 @@ class Follower:
             state = await self._state()
         self.stats.bootstrapped = True
         generation = state["generation"]
-        try:
-            await self._fetch_logs(generation, apply)
-        except ChainError as exc:
-            self._chain_failed(exc)
+        for _ in range(len(generations) + 1):
+            try:
+                await self._fetch_logs(generation, apply)
+            except ChainError as exc:
+                self._chain_failed(exc)
+                if newest.name == generation:
+                    raise
             if newest.name == generation:
-                raise
-        if newest.name != generation:
-            await self._switch_generation(newest, apply)
+                break
+            # One generation at a time along the lineage, fetching each one's logs, so
+            # one pass reaches the newest and keeps every commit in between.
+            target = _successor(generations, generation) or newest
+            if self.stats.chain_problem is not None:
+                target = newest
+            await self._switch_generation(target, apply)
+            generation = target.name
         state = await self._state()
         self.stats.generation = state.get("generation")
         self.stats.applied12 = _current12(state)
@@ -403,6 +411,11 @@ def _apply_segment(
         tx.set_version(moved.version)
     tx.effects.touched += moved.touched
     return moved
+
+
+def _successor(generations: list[Generation], following: str) -> Generation | None:
+    """The generation whose snapshot continues `following`'s history, if one does."""
+    return next((g for g in generations if g.continues(following) is not None), None)
 
 
 def _current12(state: dict[str, str]) -> bytes:

@@ -57,7 +57,7 @@ from timemachine.generations import (
 from timemachine.lease import DEFAULT_TTL_S, Lease
 from timemachine.retention import doomed_generations
 from timemachine.snapshot import read_snapshot
-from timemachine.store import ObjectStore
+from timemachine.store import ObjectStore, ObjectStoreError
 
 log = logging.getLogger("denokv.shipper")
 
@@ -66,6 +66,7 @@ ZERO12 = stamps.ZERO12
 GENERATION = "generation"
 SHIPPED_THROUGH = "shipped_through"
 PENDING = "pending_generation"  # being written; adopted after a crash if it completed
+READ_PAGE = 200  # redo entries read per query while cutting a segment (<= 13 MB)
 
 
 class LeaseNotHeld(Exception):
@@ -79,6 +80,8 @@ class ShipperOptions:
     snapshot_interval_s: float = 24 * 3600
     retention_s: float = 7 * 24 * 3600
     max_segment_entries: int = 50_000
+    max_segment_bytes: int = 8 * 1024 * 1024  # keys and values; a segment ends on the
+    # first commit boundary past it (a commit is at most about 1 MB)
     max_backoff_s: float = 30.0
     ready_max_lag_s: float = 300.0  # /readyz fails while the oldest unshipped commit is older
     lease_ttl_s: float = DEFAULT_TTL_S
@@ -134,6 +137,7 @@ class Shipper:
         self.location = location or {"prefix": prefix}  # where the backup lives, for people
         self._resumed = False
         self._origin = "first start"  # why the next generation starts, if it must
+        self._retention_retry_at = 0.0  # monotonic; set after a failed retention pass
 
     # -- the loop -------------------------------------------------------------------
 
@@ -184,8 +188,24 @@ class Shipper:
         started = self.stats.generation_started_ms or 0
         if time.time() * 1000 - started >= self.options.snapshot_interval_s * 1000:
             await self.start_generation("rotation")
-        await self.apply_retention()
+        await self._prune()
         self.stats.last_success = time.time()
+
+    async def _prune(self) -> None:
+        """Retention, unless it failed lately. A store that refuses deletes (a policy, a
+        lock) is counted and logged, but does not hold up shipping: it waits a backoff."""
+        if time.monotonic() < self._retention_retry_at:
+            return
+        try:
+            await self.apply_retention()
+        except ObjectStoreError as exc:
+            self._retention_retry_at = time.monotonic() + self.options.max_backoff_s
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "retention failed (%s); those generations stay; retrying in %.0f s",
+                self.stats.last_error, self.options.max_backoff_s,
+            )  # fmt: skip
 
     def _require_lease(self) -> None:
         if not self.lease.held:
@@ -213,19 +233,32 @@ class Shipper:
             shipped += len(entries)
 
     def _read_complete_commits(self, through: bytes | None) -> list[RedoEntry]:
-        limit = self.options.max_segment_entries
+        """The next segment: whole commits after the last shipped one (up to `through`).
+
+        Read a page at a time, and cut at the first commit boundary once the segment
+        reached its entry or byte bound, so neither the shipper nor a reader of the
+        segment ever holds more than about that (a backlog after an S3 outage
+        becomes many segments, not one as big as the backlog).
+        """
+        options = self.options
+        out: list[RedoEntry] = []
+        cut = size = 0
+        after = self.stats.shipped_through
         while True:
-            entries = redo_log.read_after(self._reader, self.stats.shipped_through, limit)
-            if through is not None:
-                entries = [e for e in entries if e.versionstamp12 <= through]
-            cut = len(entries)
-            while cut and not entries[cut - 1].is_boundary:
-                cut -= 1
-            if cut or len(entries) < limit:
-                # Everything written in one transaction is visible at once, so a
-                # short read without a boundary is empty; a full one is a huge commit.
-                return entries[:cut]
-            limit *= 2
+            page = redo_log.read_after(self._reader, after, READ_PAGE)
+            wanted = [e for e in page if through is None or e.versionstamp12 <= through]
+            for e in wanted:
+                out.append(e)
+                size += len(e.key) + len(e.value or b"")
+                if e.is_boundary:
+                    cut = len(out)
+                    if cut >= options.max_segment_entries or size >= options.max_segment_bytes:
+                        return out
+            # Everything written in one transaction is visible at once, so a short
+            # read ends on a boundary; what follows the last one is not committed yet.
+            if len(page) < READ_PAGE or len(wanted) < len(page):
+                return out[:cut]
+            after = page[-1].versionstamp12
 
     async def _upload_segment(self, entries: list[RedoEntry]) -> None:
         self._require_lease()

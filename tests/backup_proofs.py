@@ -1,0 +1,129 @@
+"""Helpers shared by the proof tests of issue 10 (real servers, the real CLI, moto).
+
+The tests that use them start `denokv serve` primaries and replicas as child
+processes and run `python -m cli.main ... pitr ...`, so the same test runs
+against any version of the code checked out beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import denokv
+from tests.conftest import ROOT, ServerProcess
+from tests.s3support import list_keys, s3_client, s3_env
+
+PREFIX = "proofs/kv/"
+Row = tuple[bytes, bytes, int, int]
+
+
+def s3_args(endpoint: str, bucket: str, prefix: str = PREFIX) -> list[str]:
+    return ["--s3-bucket", bucket, "--s3-prefix", prefix, "--s3-endpoint", endpoint,
+            "--s3-force-path-style"]  # fmt: skip
+
+
+def primary(
+    tmp_path: Path, endpoint: str, bucket: str, *extra: str,
+    name: str = "primary.sqlite", env: dict[str, str] | None = None,
+) -> ServerProcess:  # fmt: skip
+    """A primary shipping to `PREFIX` every 200 ms (not started)."""
+    return ServerProcess(
+        tmp_path / name,
+        extra_args=[*s3_args(endpoint, bucket), "--s3-sync-interval", "200ms", *extra],
+        env={**s3_env(), **(env or {})},
+    )
+
+
+def replica(
+    tmp_path: Path, endpoint: str, bucket: str, token: str, *extra: str,
+    name: str = "replica.sqlite", env: dict[str, str] | None = None,
+) -> ServerProcess:  # fmt: skip
+    """A read replica polling `PREFIX` every 200 ms (not started)."""
+    return ServerProcess(
+        tmp_path / name,
+        token=token,
+        extra_args=[*s3_args(endpoint, bucket), "--sync-from-s3", "--s3-poll-interval", "200ms",
+                    *extra],
+        env={**s3_env(), **(env or {})},
+    )  # fmt: skip
+
+
+def run_cli(
+    db: Path, *args: str, timeout: float = 180, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m cli.main --sqlite-path DB ARGS...` from the checkout under test."""
+    cmd = [sys.executable, "-m", "cli.main", "--sqlite-path", str(db), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=s3_env(), capture_output=True, text=True,
+                          timeout=timeout, check=False, preexec_fn=preexec_fn)  # fmt: skip
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def kv_rows(db: Path) -> list[Row]:
+    return query(db, "select k, v, v_encoding, version from kv order by k")  # type: ignore[return-value]
+
+
+def point_of(db: Path) -> str:
+    """The 20-hex versionstamp of the last commit in `db` (what `pitr` takes and prints)."""
+    (version,) = query(db, "select version from data_version where k = 0")[0]
+    return f"{version:016x}0000"
+
+
+def backlog(db: Path) -> int:
+    return query(db, "select count(*) from denokv_redo_log")[0][0]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition",
+               every: float = 0.05) -> None:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
+        time.sleep(every)
+
+
+def wait_shipped(db: Path, timeout: float = 60) -> None:
+    wait_until(lambda: backlog(db) == 0, timeout, "the primary shipped its redo backlog")
+
+
+def complete_generations(endpoint: str, bucket: str, prefix: str = PREFIX) -> list[str]:
+    """Names of the generations that have a differential, oldest first."""
+    keys = list_keys(endpoint, bucket, prefix + "generations/")
+    return sorted(k.split("/")[-2] for k in keys if k.endswith("/differential"))
+
+
+async def _write_phase(url: str, token: str, phase: int, count: int) -> None:
+    async with denokv.open_kv(url, access_token=token) as kv:
+        for i in range(count):
+            await kv.set(["item", phase, i], {"phase": phase, "i": i})
+        await kv.delete(["item", phase, 0])
+        if phase:
+            await kv.delete(["item", phase - 1, 1])
+        await kv.atomic().sum(["total"], count).commit()
+
+
+def write_phase(srv: ServerProcess, phase: int, count: int = 10) -> None:
+    """A few sets, deletes and a sum through KV Connect (the Python client)."""
+    asyncio.run(_write_phase(srv.url, srv.token, phase, count))
+
+
+def empty_bucket(endpoint: str, bucket: str) -> None:
+    """Delete every object (moto keeps them in memory for the whole session)."""
+    client = s3_client(endpoint)
+    keys = list_keys(endpoint, bucket)
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[start : start + 1000]]
+        client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
