@@ -45,7 +45,7 @@ from timemachine.store import ObjectStore
 
 log = logging.getLogger("denokv.replica")
 
-DOWNLOAD_CONCURRENCY = 16
+DOWNLOAD_CONCURRENCY = 8  # snapshot ranges in memory at once, as restore
 
 
 @dataclass
