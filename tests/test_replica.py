@@ -134,8 +134,10 @@ def test_without_a_primary_writes_are_disabled_and_reads_are_eventual(
                     await asyncio.sleep(0.05)
                 with pytest.raises(denokv.errors.KvWriteDisabledError):
                     await kv.set(["x"], 1)
-                with pytest.raises(denokv.errors.KvReadDisabledError,
-                                   match="Strong consistency reads are not available"):
+                with pytest.raises(
+                    denokv.errors.KvReadDisabledError,
+                    match="Strong consistency reads are not available",
+                ):
                     await kv.get(["total"])  # fmt: skip
 
         import denokv.errors
