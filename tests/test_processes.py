@@ -126,6 +126,21 @@ def test_a_check_failure_through_a_worker_is_reported(two: ServerProcess) -> Non
     assert {(r.status_code, r.text) for r in bad} == {(400, "Invalid versionstamp.")}
 
 
+def test_a_primary_has_no_strong_routes_in_any_process(two: ServerProcess) -> None:
+    """`/strong/v2/...` belongs to a replica that forwards; a primary's workers must not
+    offer it either (they used to pass the read to the main process, which had no
+    forwarder: a 500, which Deno retries forever)."""
+    kvs = clients(two)
+    body = pb.SnapshotRead(ranges=[pb.ReadRange(start=b"\x02", end=b"\x03", limit=1)])
+    try:
+        answers = [kv.post("/strong/v2/snapshot_read", body.SerializeToString()) for kv in kvs]
+    finally:
+        for kv in kvs:
+            kv.close()
+    assert {r.status_code for r in answers} == {404}
+    assert "unexpected error" not in two.logs()
+
+
 async def _watch(url: str, token: str, key: bytes, seen: asyncio.Queue[bytes]) -> None:
     headers = {
         "authorization": f"Bearer {token}",

@@ -19,6 +19,7 @@ Every failure is an `ObjectStoreError` naming the operation and the object.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -227,7 +228,7 @@ class S3Store:
         out.sort(key=lambda o: o.key)
         return out
 
-    async def list_folders(self, prefix: str) -> list[str]:
+    async def list_folders(self, prefix: str) -> builtins.list[str]:
         folders: list[str] = []
         with self._failures("list", prefix):
             s3 = await self._s3()
