@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -186,7 +186,7 @@ class Kv:
 
     # -- watch and queues -----------------------------------------------------------
 
-    async def watch(self, keys: Sequence[Key]) -> AsyncIterator[builtins.list[KvEntry]]:
+    async def watch(self, keys: Sequence[Key]) -> AsyncGenerator[builtins.list[KvEntry], None]:
         """Yield the entries of `keys` now, then each time one of them changes."""
         if len(keys) > L.MAX_WATCHED_KEYS:
             raise KvValidationError(f"Too many keys (max {L.MAX_WATCHED_KEYS})")

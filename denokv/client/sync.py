@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from denokv.client.kv import (
@@ -130,14 +130,12 @@ class SyncAtomicOperation:
         return self._runner.run(self._inner.commit())
 
 
-def _blocking_iter(runner: _LoopThread, agen: AsyncIterator[T]) -> Iterator[T]:
+def _blocking_iter(runner: _LoopThread, agen: AsyncGenerator[T, None]) -> Iterator[T]:
     try:
         while True:
             try:
-                yield runner.run(agen.__anext__())  # type: ignore[arg-type]
+                yield runner.run(agen.__anext__())
             except StopAsyncIteration:
                 return
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            runner.run(aclose())
+        runner.run(agen.aclose())

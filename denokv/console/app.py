@@ -348,9 +348,11 @@ def _key_text(text: str, what: str) -> bytes:
 def _hex(text: object) -> bytes | None:
     if text is None:
         return None
+    if not isinstance(text, str):  # a JSON number or list where hex was due
+        raise HttpError(400, "A key or cursor is not valid hex.")
     try:
-        return bytes.fromhex(text)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+        return bytes.fromhex(text)
+    except ValueError:
         raise HttpError(400, "A key or cursor is not valid hex.") from None
 
 
