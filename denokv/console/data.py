@@ -33,7 +33,7 @@ from denokv.server.errors import HttpError
 from denokv.values import KvU64, encode_value
 
 if TYPE_CHECKING:
-    from denokv.server.app import KvServer
+    from denokv.console.host import ConsoleHost
 
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
@@ -68,7 +68,7 @@ def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
 
 
 class ConsoleData:
-    def __init__(self, server: KvServer, writable: bool) -> None:
+    def __init__(self, server: ConsoleHost, writable: bool) -> None:
         self.server = server
         self.writable = writable
 
