@@ -23,6 +23,8 @@ from tests.conftest import ServerProcess
 from tests.kvconnect import RawKv, set_mutation
 
 pytest_plugins = ("tests.s3support",)
+# Each test starts a server of two processes and waits for both: 2-4 s a test.
+pytestmark = pytest.mark.slow
 
 CONNECTIONS = 16
 
@@ -264,6 +266,7 @@ def _worker_pids(srv: ServerProcess) -> list[int]:
     return found
 
 
+@pytest.mark.s3
 def test_with_backup_every_process_writes_reach_the_one_shipper(
     tmp_path,
     s3_bucket: tuple[str, str],  # type: ignore[no-untyped-def]
