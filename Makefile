@@ -10,7 +10,7 @@ CHECKOV := .cache/checkov/bin/checkov
 DATA ?= ./data/denokv.sqlite
 ADDR ?= 0.0.0.0:4512
 
-.PHONY: install serve test lint proto bench clean browser
+.PHONY: install serve check lint test test-fast proto bench clean browser
 
 install: $(STAMP)
 
@@ -49,13 +49,22 @@ browser:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	fi
 
-test: $(TEST_STAMP) $(NODE_DEPS) $(CHECKOV) browser
+# Lint, format and types: what the pre-commit hooks run too (.pre-commit-config.yaml).
+check: $(TEST_STAMP)
 	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
+	$(VENV)/bin/mypy
+
+lint: check
+
+# Everything: the Deno CLI, Node.js with @deno/kv and s3rver, moto, the chart tools, Chromium.
+test: check $(NODE_DEPS) $(CHECKOV) browser
 	$(PY) -m pytest -q
 
-lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check --no-cache .
-	$(VENV)/bin/ruff format --check .
+# The quick loop: no Deno, Node, S3 server, chart tools or browser, no test over ~3 s.
+FAST := not deno and not node and not s3 and not chart and not browser and not slow
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -q -m "$(FAST)"
 
 # Regenerate the protobuf modules after editing denokv/proto/*.proto.
 proto:

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def add_s3_location(p: argparse.ArgumentParser) -> None:
+def add_s3_location(p: argparse._ActionsContainer) -> None:
+    """The S3 location options, on a parser or on one of its argument groups."""
     env = os.environ.get
     p.add_argument(
         "--s3-url",
@@ -135,7 +136,7 @@ def parse_s3_url(text: str) -> S3Url:
         raise ValueError(f"{where}: the host part must be a bucket name only")
     if parts.fragment:
         raise ValueError(f"{where}: a fragment (#...) means nothing here")
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # S3Url fields, checked against _URL_PARAMETERS
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         field = _URL_PARAMETERS.get(name)
         if field is None:
@@ -151,7 +152,7 @@ def parse_s3_url(text: str) -> S3Url:
     prefix = parts.path.lstrip("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
-    return S3Url(bucket=parts.netloc, prefix=prefix, **values)  # type: ignore[arg-type]
+    return S3Url(bucket=parts.netloc, prefix=prefix, **values)
 
 
 def resolve_s3_url(args: argparse.Namespace) -> None:

@@ -6,10 +6,15 @@ import argparse
 import asyncio
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.options import add_s3_location, s3_options
 from denokv import versionstamp as stamps
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from timemachine.restore import Point
 
 
 def add_parser(commands: Any) -> None:
@@ -58,7 +63,7 @@ def add_parser(commands: Any) -> None:
     checkout.set_defaults(run=run_checkout)
 
 
-def parse_point(text: str | None):  # type: ignore[no-untyped-def]
+def parse_point(text: str | None) -> Point:
     from timemachine.restore import Point
 
     if text is None:
@@ -126,7 +131,7 @@ def run_restore(args: argparse.Namespace) -> int:
 CHECKOUT_BATCH = 10_000  # log entries per commit of a checkout
 
 
-def _replica_conn(path: str):  # type: ignore[no-untyped-def]
+def _replica_conn(path: str) -> sqlite3.Connection:
     """A connection for reading a replica file's time-travel state (tables made if missing)."""
     import sqlite3
 
@@ -243,7 +248,7 @@ def run_checkout(args: argparse.Namespace) -> int:
         return not one.done
 
     try:
-        engine.writer.run_batches(step, name="pitr checkout").result()  # type: ignore[union-attr]
+        engine.run_batches_sync(step, name="pitr checkout")
     finally:
         engine.close()
     print(f"Snapshot is now at versionstamp {stamps.commit_of(moved[-1].current12).hex()}")

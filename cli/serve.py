@@ -148,7 +148,7 @@ def add_parser(commands: Any) -> None:
         "Continuous backup is on when --s3-bucket is set (AWS credentials come "
         "from the standard AWS environment and config).",
     )
-    add_s3_location(backup)  # type: ignore[arg-type]
+    add_s3_location(backup)
     backup.add_argument(
         "--s3-compression",
         choices=COMPRESSIONS,

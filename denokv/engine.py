@@ -218,6 +218,9 @@ class Engine:
         """Run `step` in one commit after another until it returns False."""
         await asyncio.wrap_future(self._writer().run_batches(step, name=name))
 
+    def run_batches_sync(self, step: Callable[[Tx], bool], *, name: str) -> None:
+        self._writer().run_batches(step, name=name).result()
+
     def _writer(self) -> Writer:
         if self.writer is None:
             raise RuntimeError("this database is open read-only")

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from denokv import versionstamp as stamps
 from denokv.effects import Effects, QueueChange, QueueChangeKind
@@ -121,7 +121,7 @@ def fill_queue_change(out: pb.BackupQueueChange, change: QueueChange) -> pb.Back
     """Write a queue change into its backup message (the redo log and segments share it)."""
     row = change.row
     keys = row.keys_if_undelivered
-    out.kind = int(change.kind)
+    out.kind = cast("pb.BackupQueueChangeKind", int(change.kind))
     out.ts = row.ts
     out.id = row.id
     out.data = row.data
@@ -292,7 +292,8 @@ def read_after(conn: sqlite3.Connection, after12: bytes, limit: int) -> list[Red
 
 
 def newest(conn: sqlite3.Connection) -> bytes | None:
-    return conn.execute(SELECT_NEWEST).fetchone()[0]
+    stamp: bytes | None = conn.execute(SELECT_NEWEST).fetchone()[0]
+    return stamp
 
 
 def read_state(conn: sqlite3.Connection) -> dict[str, str]:

@@ -192,7 +192,8 @@ def v8_sum(
     if old_kind == "KvU64":
         # Backward compatibility: a plain u64-range bigint may add to a KvU64.
         plain = low is None and high is None and not clamp
-        if plain and isinstance(delta, int) and 0 <= delta <= _U64_MAX:
+        # `old` is the int _parse_stored read from the LE64 bytes.
+        if plain and isinstance(delta, int) and isinstance(old, int) and 0 <= delta <= _U64_MAX:
             return ((old + delta) & _U64_MAX).to_bytes(8, "little"), LE64
         raise SumError(f"Cannot sum KvU64 with {kind}")
     if old_kind != kind:

@@ -122,7 +122,8 @@ class _V8Reader(ReadableTagStream):
         # JS strings may hold lone surrogates; keep them as Python surrogates.
         if tag:
             self.read_tag(SerializationTag.kTwoByteString)
-        return self.read_bytes(self.read_varint()).decode("utf-16-le", "surrogatepass")
+        raw = bytes(self.read_bytes(self.read_varint()))  # already bytes: no copy
+        return raw.decode("utf-16-le", "surrogatepass")
 
     def _read_size(self) -> int:
         # v16 writes size_t; older versions uint32.

@@ -464,8 +464,9 @@ class Writer:
             for pending in group:
                 outcome = self._one_write(tx.conn, pending.write, version, tx.now_ms)
                 outcomes.append(outcome)
-                if outcome[1] is not None:
-                    version = stamps.version_of(outcome[0].versionstamp)  # type: ignore[union-attr]
+                result, effects = outcome
+                if effects is not None and isinstance(result, WriteResult):  # it committed
+                    version = stamps.version_of(result.versionstamp)
             tx.set_version(version)
 
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -38,7 +39,7 @@ from replica import staging
 from replica import timetravel as tt
 from timemachine import layout
 from timemachine.chain import Chain, ChainError
-from timemachine.codec import LogEntry, decode_segment, decode_snapshot_range
+from timemachine.codec import LogEntry, SnapshotRange, decode_segment, decode_snapshot_range
 from timemachine.generations import Generation, list_generations, recovery_points
 from timemachine.snapshot import store_range
 from timemachine.store import ObjectStore
@@ -279,12 +280,10 @@ class Follower:
             segment = decode_segment(await self.store.get(obj.key), obj.key)
             fresh = chain.accept(obj.key, segment.previous12, segment.entries)
             timed = [(e, _commit_time(e, segment.timestamp_ms)) for e in fresh]
-            moved = await self.engine.run(
-                lambda tx, key=obj.key, timed=timed, tail=chain.tail: _apply_segment(
-                    tx, key, timed, tail, apply
-                ),
-                name="replica apply",
+            step = functools.partial(
+                _apply_segment, key=obj.key, timed=timed, tail=chain.tail, apply=apply
             )
+            moved = await self.engine.run(step, name="replica apply")
             self.stats.chain_problem = None
             if moved is not None:
                 self.stats.segments_applied += 1
@@ -336,10 +335,8 @@ class Follower:
         )
         for obj in objects:
             snapshot = decode_snapshot_range(await self.store.get(obj.key), obj.key)
-            await self.engine.run(
-                lambda tx, snapshot=snapshot: staging.add(tx.conn, snapshot),
-                name="replica staging",
-            )
+            stage = functools.partial(_stage, snapshot=snapshot)
+            await self.engine.run(stage, name="replica staging")
         base = gen.base12
 
         def swap(tx: Tx) -> None:
@@ -396,6 +393,10 @@ class Follower:
             **self.location,
             "recovery_points": recovery_points(self._listing),
         }
+
+
+def _stage(tx: Tx, snapshot: SnapshotRange) -> None:
+    staging.add(tx.conn, snapshot)
 
 
 def _apply_segment(

@@ -12,12 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import denokv
 from denokv.proto import backup_pb2
 from tests.conftest import ROOT, ServerProcess, run_deno
 from tests.s3support import get_object, list_keys, put_object, s3_env
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = pytest.mark.s3
 
 PREFIX = "prod/kv/"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -92,6 +95,8 @@ async def workload(url: str, token: str, phase: int) -> None:
             await kv.delete(["user", phase - 1, 5])
 
 
+@pytest.mark.deno
+@pytest.mark.slow
 def test_restores_every_recorded_point_exactly(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     srv = primary(tmp_path, endpoint, bucket).start()
@@ -140,6 +145,7 @@ def test_restore_to_a_time_stops_between_commits(
     assert kv_rows(tmp_path / "at-time.sqlite") == before
 
 
+@pytest.mark.slow
 def test_new_generation_mid_workload_and_points_on_both_sides(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:
@@ -210,6 +216,7 @@ def test_plain_protobuf_layout_with_compression_none(
     assert counter[-1].value == (7).to_bytes(8, "little") and counter[-1].value_encoding == 2
 
 
+@pytest.mark.slow
 def test_shipping_survives_s3_faults_without_losing_or_reordering(
     tmp_path: Path,
     s3_bucket: tuple[str, str],
@@ -243,6 +250,7 @@ def test_shipping_survives_s3_faults_without_losing_or_reordering(
         assert first > last, "segments overlap or are out of order"
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_ships_everything(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     srv = primary(tmp_path, endpoint, bucket).start()
@@ -262,6 +270,8 @@ def test_sigkill_then_restart_ships_everything(tmp_path: Path, s3_bucket: tuple[
     assert kv_rows(tmp_path / "after-kill.sqlite") == final
 
 
+@pytest.mark.node
+@pytest.mark.slow
 def test_round_trip_on_s3rver(tmp_path: Path, s3rver_s3: tuple[str, str]) -> None:
     endpoint, bucket = s3rver_s3
     srv = primary(tmp_path, endpoint, bucket).start()
@@ -276,6 +286,7 @@ def test_round_trip_on_s3rver(tmp_path: Path, s3rver_s3: tuple[str, str]) -> Non
     assert kv_rows(tmp_path / "s3rver.sqlite") == final
 
 
+@pytest.mark.slow
 def test_restore_errors_are_clear(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     empty = restore(tmp_path, endpoint, bucket, None, "nothing.sqlite")

@@ -19,6 +19,8 @@ import resource
 import time
 from pathlib import Path
 
+import pytest
+
 import denokv
 from tests.backup_proofs import (
     complete_generations,
@@ -34,6 +36,7 @@ from tests.backup_proofs import (
 from tests.s3support import FaultProxy, s3_client
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 VALUE_BYTES = 60_000  # below the 64 KiB value limit, incompressible
 PER_WRITE = 12  # 12 x 60 KB stays below the 819,200 bytes of one atomic write

@@ -34,6 +34,9 @@ from typing import Any
 
 import pytest
 
+# The Helm Go SDK, kubernetes-validate and checkov: `make test` installs them.
+pytestmark = pytest.mark.chart
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "denokv"
 HERE = Path(__file__).resolve().parent / "chart"
@@ -797,6 +800,7 @@ def find_checkov() -> str:
     )
 
 
+@pytest.mark.slow
 def test_checkov(tmp_path: Path) -> None:
     for name in VALUE_SETS:
         (tmp_path / name).mkdir()

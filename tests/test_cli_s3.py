@@ -217,6 +217,7 @@ def serve_args(db: Path, *extra: str) -> list[str]:
             "--addr", f"127.0.0.1:{free_port()}", *extra]  # fmt: skip
 
 
+@pytest.mark.s3
 def test_restore_from_a_missing_bucket(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     endpoint, _ = s3_bucket
     bucket = unique_bucket_name("absent")
@@ -230,6 +231,7 @@ def test_restore_from_a_missing_bucket(tmp_path: Path, s3_bucket: tuple[str, str
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_restore_and_sync_from_an_unreachable_endpoint(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"
     where = f"s3: list bkt/{PREFIX}generations/: could not connect to endpoint {endpoint}"
@@ -259,6 +261,7 @@ def test_bad_url_and_contradiction_are_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("replica", [False, True], ids=["primary", "replica"])
+@pytest.mark.s3
 def test_serve_refuses_a_missing_bucket(
     tmp_path: Path, s3_bucket: tuple[str, str], replica: bool
 ) -> None:
@@ -274,6 +277,7 @@ def test_serve_refuses_a_missing_bucket(
     assert not db.exists(), "a refused start must not create the database"
 
 
+@pytest.mark.slow
 def test_serve_starts_while_the_endpoint_is_unreachable(tmp_path: Path) -> None:
     """The database must come up during an S3 outage; shipping waits for S3."""
     endpoint = f"http://127.0.0.1:{free_port()}"
@@ -352,6 +356,7 @@ def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
         server.stop()
 
 
+@pytest.mark.s3
 def test_moto_checks_credentials(auth_moto: AuthMoto) -> None:
     # Without this the tests below would prove nothing.
     denied = run_cli("--sqlite-path", "unused", "pitr", "restore",
@@ -359,6 +364,7 @@ def test_moto_checks_credentials(auth_moto: AuthMoto) -> None:
     assert "InvalidAccessKeyId" in one_error_line(denied)
 
 
+@pytest.mark.s3
 def test_serve_without_write_access_is_refused(tmp_path: Path, auth_moto: AuthMoto) -> None:
     db = tmp_path / "kv.sqlite"
     done = run_cli(*serve_args(db, *s3_flags(auth_moto.endpoint, auth_moto.bucket)),
@@ -370,6 +376,7 @@ def test_serve_without_write_access_is_refused(tmp_path: Path, auth_moto: AuthMo
     assert not db.exists()
 
 
+@pytest.mark.s3
 def test_a_replica_needs_only_read_access(tmp_path: Path, auth_moto: AuthMoto) -> None:
     # The start-up check of a replica must not write: its credentials may be read-only.
     flags = s3_flags(auth_moto.endpoint, auth_moto.bucket)
@@ -384,6 +391,7 @@ def test_a_replica_needs_only_read_access(tmp_path: Path, auth_moto: AuthMoto) -
     assert "not usable" not in replica.logs()
 
 
+@pytest.mark.s3
 def test_restore_without_list_access_is_refused(tmp_path: Path, auth_moto: AuthMoto) -> None:
     done = run_cli("--sqlite-path", str(tmp_path / "r.sqlite"), "pitr", "restore",
                   *s3_flags(auth_moto.endpoint, auth_moto.bucket),
@@ -394,6 +402,7 @@ def test_restore_without_list_access_is_refused(tmp_path: Path, auth_moto: AuthM
     )
 
 
+@pytest.mark.s3
 def test_litestream_credential_variables(tmp_path: Path, auth_moto: AuthMoto) -> None:
     argv = ["--sqlite-path", str(tmp_path / "r.sqlite"), "pitr", "restore", "--if-not-exists",
             *s3_flags(auth_moto.endpoint, auth_moto.bucket)]  # fmt: skip
@@ -429,7 +438,13 @@ def _wait_for_logs(endpoint: str, bucket: str, deadline_s: float = 30) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("server_kind", ["moto", "s3rver"])
+@pytest.mark.parametrize(
+    "server_kind",
+    [
+        pytest.param("moto", marks=pytest.mark.s3),
+        pytest.param("s3rver", marks=[pytest.mark.s3, pytest.mark.node, pytest.mark.slow]),
+    ],
+)
 def test_serve_and_restore_with_only_the_url(
     tmp_path: Path, request: pytest.FixtureRequest, server_kind: str
 ) -> None:

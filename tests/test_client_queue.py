@@ -88,6 +88,7 @@ async def test_messages_in_flight_when_the_process_died_are_delivered_again(
         assert got == ["survivor"]
 
 
+@pytest.mark.slow
 async def test_a_slow_handler_is_not_delivered_twice(tmp_path: Path) -> None:
     async with denokv.open_kv(tmp_path / "kv.sqlite") as kv:
         calls: list[object] = []

@@ -21,6 +21,7 @@ async def test_a_wrong_token_is_a_clear_error(server: ServerProcess) -> None:
             await kv.get(["a"])
 
 
+@pytest.mark.slow
 async def test_calls_survive_a_server_restart(server: ServerProcess) -> None:
     async with denokv.open_kv(server.url, access_token=server.token) as kv:
         await kv.set(["before"], 1)

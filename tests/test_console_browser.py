@@ -183,6 +183,7 @@ def deno_get(server: ServerProcess, key: list[Any]) -> dict[str, Any]:
 # -- the tests ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sign_in_then_browse_every_type_deno_wrote(page: Page, server_factory: type) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "types", token=srv.token)
@@ -226,6 +227,7 @@ def test_sign_in_then_browse_every_type_deno_wrote(page: Page, server_factory: t
     assert list(page.rows()) == [key]
 
 
+@pytest.mark.slow
 def test_a_thousand_entries_per_page_with_cursors_and_jumps(
     page: Page, server_factory: type
 ) -> None:
@@ -258,6 +260,7 @@ def test_a_thousand_entries_per_page_with_cursors_and_jumps(
     page.shot("paging")
 
 
+@pytest.mark.slow
 def test_an_edit_from_a_stale_page_is_a_conflict(page: Page, server_factory: type) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "types", token=srv.token)
@@ -302,6 +305,7 @@ def test_an_edit_from_a_stale_page_is_a_conflict(page: Page, server_factory: typ
     assert deno_get(srv, ["t", "number"])["type"] == "null"
 
 
+@pytest.mark.slow
 def test_a_watched_key_and_the_page_follow_deno_writes(page: Page, server_factory: type) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "types", token=srv.token)
@@ -340,6 +344,7 @@ def test_html_in_keys_and_values_stays_text(page: Page, server_factory: type) ->
     page.shot("html-as-text")
 
 
+@pytest.mark.slow
 def test_export_a_prefix_and_import_it_into_an_empty_database(
     page: Page, server_factory: type
 ) -> None:
@@ -372,6 +377,8 @@ def health_figures(server: ServerProcess) -> dict[str, Any]:
     return httpx.get(server.url + "/console/api/health", headers=auth).json()
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 def test_health_of_a_primary_with_backup_and_of_a_replica(
     page: Page, tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:

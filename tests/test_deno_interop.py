@@ -24,6 +24,7 @@ def test_core_api_gives_the_same_results_as_denos_own_engine(
     assert remote["sums"] == {"n": "12", "lo": "3", "hi": "10", "wrap": "1"}
 
 
+@pytest.mark.slow
 def test_watch_sees_initial_state_changes_and_deletes(server: ServerProcess) -> None:
     seen = run_deno("watch.ts", server.url, token=server.token)
     assert seen == [["a0", None], ["a0", "b1"], [None, "b1"], ["a2", "b1"]]
@@ -85,6 +86,7 @@ def test_expired_keys_are_never_returned(server: ServerProcess) -> None:
     assert out["checkAsAbsent"] is True
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_writes_in_flight(server: ServerProcess) -> None:
     import subprocess
 

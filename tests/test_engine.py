@@ -124,8 +124,13 @@ async def test_u64_arithmetic(engine: Engine) -> None:
 async def test_sum_clears_an_expiry(engine: Engine) -> None:
     far = int(time.time() * 1000) + 3_600_000
     await engine.atomic_write(
-        AtomicWrite(mutations=(Mutation(b"n", MutationKind.SET, (1).to_bytes(8, "little"),
-                                        ValueEncoding.LE64, far),))
+        AtomicWrite(
+            mutations=(
+                Mutation(
+                    b"n", MutationKind.SET, (1).to_bytes(8, "little"), ValueEncoding.LE64, far
+                ),
+            )
+        )
     )
     await engine.atomic_write(u64(b"n", MutationKind.SUM, 1))
     with engine.reader() as conn:
@@ -134,8 +139,11 @@ async def test_sum_clears_an_expiry(engine: Engine) -> None:
 
 async def test_versionstamped_key_gets_the_commit_stamp_as_a_string_part(engine: Engine) -> None:
     write = AtomicWrite(
-        mutations=(Mutation(b"\x02p\x00", MutationKind.SET_SUFFIX_VERSIONSTAMPED_KEY, b"x",
-                            ValueEncoding.BYTES),)
+        mutations=(
+            Mutation(
+                b"\x02p\x00", MutationKind.SET_SUFFIX_VERSIONSTAMPED_KEY, b"x", ValueEncoding.BYTES
+            ),
+        )
     )
     result = await engine.atomic_write(write)
     rows = engine.read([ReadRange(b"\x02p\x00", b"\x02p\xff", 10)])[0]

@@ -230,6 +230,7 @@ def test_a_bad_token_file_on_reload_keeps_the_old_tokens(
 
 @pytest.mark.parametrize("http_server", ["granian", "hypercorn"])
 @pytest.mark.parametrize("http2", [False, True])
+@pytest.mark.slow
 def test_a_watch_stream_ends_when_its_client_goes_away(
     server_factory: type, http_server: str, http2: bool
 ) -> None:

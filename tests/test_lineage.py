@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 import denokv
 from tests.conftest import ROOT, ServerProcess
 from tests.s3support import FaultProxy, list_keys, s3_client, s3_env
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 PREFIX = "lineage/"
 Rows = list[tuple[bytes, bytes, int, int]]

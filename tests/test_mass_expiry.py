@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 import denokv
 from denokv import writer as writer_module
@@ -70,6 +71,7 @@ def live_keys(path: Path) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 async def test_a_mass_expiry_after_restart_is_swept_in_captured_batches(tmp_path: Path) -> None:
     path = tmp_path / "kv.sqlite"
     with Engine(path, redo_log=True, sweep_expired=False) as engine:
@@ -122,6 +124,8 @@ async def test_writes_are_served_between_sweep_batches(tmp_path: Path) -> None:
     assert inside, "no write was committed while the sweep was under way"
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 def test_mass_expiry_through_the_server_with_backup_then_restart(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.backup_proofs import (
     complete_generations,
     kv_rows,
@@ -23,6 +25,7 @@ from tests.backup_proofs import (
 )
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 ROTATE_EVERY = "8s"  # long enough for a write, a shipment and a `pitr sync` in between
 

@@ -23,6 +23,8 @@ from tests.conftest import ServerProcess
 from tests.kvconnect import RawKv, set_mutation
 
 pytest_plugins = ("tests.s3support",)
+# Each test starts a server of two processes and waits for both: 2-4 s a test.
+pytestmark = pytest.mark.slow
 
 CONNECTIONS = 16
 
@@ -124,6 +126,21 @@ def test_a_check_failure_through_a_worker_is_reported(two: ServerProcess) -> Non
             kv.close()
     assert all(r.status == pb.AW_CHECK_FAILURE and list(r.failed_checks) == [0] for r in results)
     assert {(r.status_code, r.text) for r in bad} == {(400, "Invalid versionstamp.")}
+
+
+def test_a_primary_has_no_strong_routes_in_any_process(two: ServerProcess) -> None:
+    """`/strong/v2/...` belongs to a replica that forwards; a primary's workers must not
+    offer it either (they used to pass the read to the main process, which had no
+    forwarder: a 500, which Deno retries forever)."""
+    kvs = clients(two)
+    body = pb.SnapshotRead(ranges=[pb.ReadRange(start=b"\x02", end=b"\x03", limit=1)])
+    try:
+        answers = [kv.post("/strong/v2/snapshot_read", body.SerializeToString()) for kv in kvs]
+    finally:
+        for kv in kvs:
+            kv.close()
+    assert {r.status_code for r in answers} == {404}
+    assert "unexpected error" not in two.logs()
 
 
 async def _watch(url: str, token: str, key: bytes, seen: asyncio.Queue[bytes]) -> None:
@@ -249,6 +266,7 @@ def _worker_pids(srv: ServerProcess) -> list[int]:
     return found
 
 
+@pytest.mark.s3
 def test_with_backup_every_process_writes_reach_the_one_shipper(
     tmp_path,
     s3_bucket: tuple[str, str],  # type: ignore[no-untyped-def]

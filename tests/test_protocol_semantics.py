@@ -162,6 +162,7 @@ def test_watch_stream_frames(kv: RawKv) -> None:
         watch.close()
 
 
+@pytest.mark.slow
 def test_watch_sends_keepalives_about_every_five_seconds(kv: RawKv) -> None:
     watch = WatchReader(kv, [b"\x02quiet\x00"])
     try:

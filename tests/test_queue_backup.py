@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 import denokv
 from tests.backup_proofs import (
@@ -31,6 +32,7 @@ from tests.backup_proofs import (
 from tests.conftest import ServerProcess
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 QUEUE_ROWS = "select ts, id, data, backoff_schedule, keys_if_undelivered from queue order by id"
 

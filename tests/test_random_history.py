@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 import denokv
 from tests.conftest import ROOT, ServerProcess
@@ -32,6 +33,7 @@ from tests.s3support import FaultProxy, list_keys, s3_client, s3_env
 from tests.s3support import get_object as s3_object
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 PREFIX = "random/"
 SEED = int(os.environ.get("DENOKV_HISTORY_SEED", "20261201"))

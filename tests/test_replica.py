@@ -19,6 +19,7 @@ from tests.conftest import DENO_SCRIPTS, ROOT, ServerProcess, deno_binary, deno_
 from tests.s3support import list_keys, s3_env
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = pytest.mark.s3
 
 PREFIX = "kv/"
 
@@ -75,6 +76,8 @@ async def write_some(url: str, token: str, start: int, count: int) -> None:
         await kv.atomic().sum(["total"], count).commit()
 
 
+@pytest.mark.deno
+@pytest.mark.slow
 def test_deno_on_a_replica_reads_watches_and_writes_through(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:
@@ -116,6 +119,7 @@ def test_deno_on_a_replica_reads_watches_and_writes_through(
         primary.stop()
 
 
+@pytest.mark.slow
 def test_without_a_primary_writes_are_disabled_and_reads_are_eventual(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:
@@ -134,8 +138,10 @@ def test_without_a_primary_writes_are_disabled_and_reads_are_eventual(
                     await asyncio.sleep(0.05)
                 with pytest.raises(denokv.errors.KvWriteDisabledError):
                     await kv.set(["x"], 1)
-                with pytest.raises(denokv.errors.KvReadDisabledError,
-                                   match="Strong consistency reads are not available"):
+                with pytest.raises(
+                    denokv.errors.KvReadDisabledError,
+                    match="Strong consistency reads are not available",
+                ):
                     await kv.get(["total"])  # fmt: skip
 
         import denokv.errors
@@ -146,6 +152,7 @@ def test_without_a_primary_writes_are_disabled_and_reads_are_eventual(
         primary.stop()
 
 
+@pytest.mark.slow
 def test_replica_converges_after_sigkill_in_bootstrap_and_in_apply(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:
@@ -183,6 +190,7 @@ def _backlog(db: Path) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_follows_the_primary_into_a_new_generation(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:
@@ -211,6 +219,7 @@ def pitr(db: Path, *args: str, endpoint: str | None = None, bucket: str | None =
                           timeout=120, check=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_pitr_sync_list_info_checkout(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     primary = start_primary(tmp_path, endpoint, bucket)
@@ -259,6 +268,7 @@ def re_time(text: str) -> bool:
     return re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text) is not None
 
 
+@pytest.mark.slow
 def test_readyz_waits_for_the_bootstrap(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     # No primary has shipped anything yet: the replica cannot bootstrap.
@@ -279,6 +289,7 @@ def test_readyz_waits_for_the_bootstrap(tmp_path: Path, s3_bucket: tuple[str, st
             primary.stop()
 
 
+@pytest.mark.deno
 def test_a_replica_with_a_wrong_primary_token_answers_a_clear_4xx_and_logs_it_once(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:

@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.test_backup import kv_rows, primary, restore, wait_shipped, workload
 from timemachine.retention import doomed_generations
 
@@ -35,6 +37,8 @@ def test_never_deletes_the_current_generation_or_foreign_folders() -> None:
     assert doomed_generations(names, now, 86400, current=None) == [gen(now - 30 * DAY_MS)]
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 def test_retention_on_a_running_primary(tmp_path: Path, s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     srv = primary(tmp_path, endpoint, bucket, "--s3-snapshot-interval", "1s",

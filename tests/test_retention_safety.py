@@ -38,6 +38,7 @@ from tests.s3support import get_object, list_keys, put_object
 from timemachine import layout
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 def rfc3339(t: float) -> str:

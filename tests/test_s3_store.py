@@ -128,6 +128,7 @@ def plain_put_answer(seen: Seen) -> Answer:
 # --------------------------------------------------------------------------- errors
 
 
+@pytest.mark.s3
 async def test_missing_bucket_errors_name_operation_and_object(
     s3_bucket: tuple[str, str],
 ) -> None:
@@ -153,6 +154,7 @@ async def test_missing_bucket_errors_name_operation_and_object(
         await store.close()
 
 
+@pytest.mark.slow
 async def test_unreachable_endpoint_is_named() -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     store = S3Store(options(endpoint, "bkt"))
@@ -165,6 +167,8 @@ async def test_unreachable_endpoint_is_named() -> None:
     assert caught.value.code == "connect"
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 async def test_throttling_after_retries_is_named(
     fault_proxy: tuple[FaultProxy, str, str],
 ) -> None:
@@ -183,6 +187,8 @@ async def test_throttling_after_retries_is_named(
     assert proxy.count("error_503") == 4, "the first attempt and 3 retries, then the error"
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 async def test_dropped_connection_is_an_object_store_error(
     fault_proxy: tuple[FaultProxy, str, str],
 ) -> None:
@@ -198,6 +204,7 @@ async def test_dropped_connection_is_an_object_store_error(
     assert endpoint in str(caught.value)
 
 
+@pytest.mark.s3
 async def test_missing_key_is_object_not_found_with_its_name(s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     store = S3Store(options(endpoint, bucket))
@@ -361,6 +368,7 @@ def test_credentials_stay_out_of_the_repr() -> None:
     assert "AKIAEXAMPLE" not in text and "s3cr3t-value" not in text
 
 
+@pytest.mark.s3
 async def test_a_real_bucket_still_works_with_the_custom_endpoint_defaults(
     s3_bucket: tuple[str, str],
 ) -> None:

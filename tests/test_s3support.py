@@ -67,18 +67,22 @@ def _paged(endpoint: str, bucket: str) -> None:
 # --------------------------------------------------------------------------- moto
 
 
+@pytest.mark.s3
 def test_moto_put_get_list(s3_bucket: tuple[str, str]) -> None:
     _roundtrip(*s3_bucket)
 
 
+@pytest.mark.s3
 def test_moto_paged_listing(s3_bucket: tuple[str, str]) -> None:
     _paged(*s3_bucket)
 
 
+@pytest.mark.s3
 def test_moto_buckets_are_fresh(s3_bucket: tuple[str, str]) -> None:
     assert list_keys(*s3_bucket) == []
 
 
+@pytest.mark.s3
 def test_moto_conditional_put_rejects_existing_key(s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     put_object(endpoint, bucket, "seg/0001", b"first", if_none_match="*")
@@ -103,14 +107,20 @@ def test_s3_env() -> None:
 # --------------------------------------------------------------------------- s3rver
 
 
+@pytest.mark.s3
+@pytest.mark.node
 def test_s3rver_put_get_list(s3rver_s3: tuple[str, str]) -> None:
     _roundtrip(*s3rver_s3)
 
 
+@pytest.mark.s3
+@pytest.mark.node
 def test_s3rver_paged_listing(s3rver_s3: tuple[str, str]) -> None:
     _paged(*s3rver_s3)
 
 
+@pytest.mark.s3
+@pytest.mark.node
 def test_s3rver_ignores_conditional_put(s3rver_s3: tuple[str, str]) -> None:
     """Documents the gap: s3rver overwrites despite If-None-Match: * (moto gives 412)."""
     endpoint, bucket = s3rver_s3
@@ -122,6 +132,7 @@ def test_s3rver_ignores_conditional_put(s3rver_s3: tuple[str, str]) -> None:
 # --------------------------------------------------------------------------- fault proxy
 
 
+@pytest.mark.s3
 def test_proxy_passthrough(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     proxy, endpoint, bucket = fault_proxy
     _roundtrip(endpoint, bucket)
@@ -135,6 +146,7 @@ def test_proxy_passthrough(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     assert _code(info.value) == ("PreconditionFailed", 412)
 
 
+@pytest.mark.s3
 def test_proxy_passthrough_expect_100_continue(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     """A file-like body makes botocore send `Expect: 100-continue`; plain and held."""
     proxy, endpoint, bucket = fault_proxy
@@ -146,6 +158,7 @@ def test_proxy_passthrough_expect_100_continue(fault_proxy: tuple[FaultProxy, st
     assert get_object(endpoint, bucket, "b") == b"y" * 5000
 
 
+@pytest.mark.s3
 def test_proxy_passthrough_chunked_request(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     proxy, endpoint, bucket = fault_proxy
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
@@ -159,6 +172,7 @@ def test_proxy_passthrough_chunked_request(fault_proxy: tuple[FaultProxy, str, s
     assert get_object(endpoint, bucket, "chunky") == b"abcdefg"
 
 
+@pytest.mark.s3
 def test_proxy_error_503(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     proxy, endpoint, bucket = fault_proxy
     client = s3_client(endpoint, total_attempts=1)
@@ -179,6 +193,7 @@ def test_proxy_error_503(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     assert list_keys(endpoint, bucket) == []  # the faulted put never reached S3
 
 
+@pytest.mark.s3
 def test_botocore_max_attempts_counts_retries(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     """Gotcha: `retries={"max_attempts": 1}` is one *retry*; `total_max_attempts=1` is none."""
     import boto3
@@ -201,6 +216,7 @@ def test_botocore_max_attempts_counts_retries(fault_proxy: tuple[FaultProxy, str
         assert proxy.count(ERROR_503) == requests, retries
 
 
+@pytest.mark.s3
 def test_proxy_error_503_retry_exhaustion(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     proxy, endpoint, bucket = fault_proxy
     client = s3_client(endpoint, total_attempts=3)
@@ -212,6 +228,7 @@ def test_proxy_error_503_retry_exhaustion(fault_proxy: tuple[FaultProxy, str, st
     assert proxy.count(ERROR_503) == 3
 
 
+@pytest.mark.s3
 def test_proxy_fail_next_then_recover(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     proxy, endpoint, bucket = fault_proxy
     client = s3_client(endpoint, total_attempts=3)  # botocore retries 503s and dropped connections
@@ -227,6 +244,7 @@ def test_proxy_fail_next_then_recover(fault_proxy: tuple[FaultProxy, str, str]) 
     assert proxy.count() == 0
 
 
+@pytest.mark.s3
 def test_proxy_drop(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     proxy, endpoint, bucket = fault_proxy
     client = s3_client(endpoint, total_attempts=1)
@@ -243,6 +261,7 @@ def test_proxy_drop(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     assert list_keys(endpoint, bucket) == ["k"]
 
 
+@pytest.mark.s3
 def test_proxy_slow(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     proxy, endpoint, bucket = fault_proxy
     put_object(endpoint, bucket, "k", b"v")
@@ -253,6 +272,7 @@ def test_proxy_slow(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     assert proxy.counts[SLOW] == 1
 
 
+@pytest.mark.s3
 def test_proxy_slow_times_out_and_is_not_forwarded(
     fault_proxy: tuple[FaultProxy, str, str],
 ) -> None:
@@ -268,6 +288,7 @@ def test_proxy_slow_times_out_and_is_not_forwarded(
     assert list_keys(endpoint, bucket) == []
 
 
+@pytest.mark.s3
 def test_proxy_slow_abandoned_put_lands_when_asked(s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
     with FaultProxy(endpoint, forward_if_abandoned=True) as proxy:
@@ -281,6 +302,8 @@ def test_proxy_slow_abandoned_put_lands_when_asked(s3_bucket: tuple[str, str]) -
     assert get_object(endpoint, bucket, "k") == b"v"
 
 
+@pytest.mark.s3
+@pytest.mark.node
 def test_proxy_in_front_of_s3rver(s3rver_s3: tuple[str, str]) -> None:
     endpoint, bucket = s3rver_s3
     with FaultProxy(endpoint) as proxy:
@@ -291,6 +314,7 @@ def test_proxy_in_front_of_s3rver(s3rver_s3: tuple[str, str]) -> None:
         assert get_object(proxy.endpoint, bucket, "log/0000") == b"log/0000"
 
 
+@pytest.mark.s3
 async def test_aioboto3_through_proxy(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     """The async client the server will use: retries a 503 and a drop, keeps the 412."""
     import aioboto3

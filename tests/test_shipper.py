@@ -15,6 +15,7 @@ from timemachine.s3 import S3Options, S3Store
 from timemachine.shipper import Shipper, ShipperOptions
 
 pytest_plugins = ("tests.s3support",)
+pytestmark = pytest.mark.s3
 
 PREFIX = "p/"
 

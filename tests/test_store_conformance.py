@@ -36,8 +36,14 @@ PREFIX = "conf/"
 IGNORES_CONDITIONS = pytest.mark.xfail(
     strict=True, reason="s3rver ignores If-None-Match and If-Match on PutObject"
 )
-KINDS = ["memory", "moto", "s3rver"]
-CONDITIONAL_KINDS = ["memory", "moto", pytest.param("s3rver", marks=IGNORES_CONDITIONS)]
+MOTO = pytest.param("moto", marks=pytest.mark.s3)
+S3RVER_MARKS = [pytest.mark.s3, pytest.mark.node]
+KINDS = ["memory", MOTO, pytest.param("s3rver", marks=S3RVER_MARKS)]
+CONDITIONAL_KINDS = [
+    "memory",
+    MOTO,
+    pytest.param("s3rver", marks=[*S3RVER_MARKS, IGNORES_CONDITIONS]),
+]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import zstandard
 from google.protobuf import unknown_fields
+from google.protobuf.message import Message
 
 from denokv import versionstamp as stamps
 from denokv.effects import QueueChange
@@ -213,8 +214,9 @@ def _check_stamp(stamp: bytes, name: str) -> None:
         raise CorruptObject(f"{name}: versionstamp of {len(stamp)} bytes")
 
 
-def _unknown_varint(msg: object, field: int) -> int | None:
-    for item in unknown_fields.UnknownFieldSet(msg):  # type: ignore[arg-type]
+def _unknown_varint(msg: Message, field: int) -> int | None:
+    found = unknown_fields.UnknownFieldSet(msg)
+    for item in (found[i] for i in range(len(found))):
         if item.field_number == field:
             return int(item.data)
     return None

@@ -201,6 +201,7 @@ def recovery_points(
     the next generation's, the newest one to `newest_end` (time ms, 10-byte versionstamp)."""
     points: list[dict[str, object]] = []
     for i, gen in enumerate(generations):
+        to_ms: int | None
         if i + 1 < len(generations):
             nxt = generations[i + 1]
             to_ms, to_stamp = nxt.started_ms, nxt.differential

@@ -23,6 +23,7 @@ interleave as they would on a network store; each operation itself is atomic.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import random
 import time
@@ -182,7 +183,7 @@ class MemoryStore:
         func = self.list_func or self.default_list
         return await self._run("list", prefix, lambda: func(prefix, start_after))
 
-    async def list_folders(self, prefix: str) -> list[str]:
+    async def list_folders(self, prefix: str) -> builtins.list[str]:
         func = self.list_folders_func or self.default_list_folders
         return await self._run("list_folders", prefix, lambda: func(prefix))
 
@@ -219,7 +220,7 @@ class MemoryStore:
             raise ObjectNotFound(key, f"{self.name}: get {self.bucket}/{key}: no such object")
         return stored.body, stored.etag
 
-    async def default_list(self, prefix: str, start_after: str | None) -> list[ObjectInfo]:
+    async def default_list(self, prefix: str, start_after: str | None) -> builtins.list[ObjectInfo]:
         found = [
             ObjectInfo(key, len(obj.body), obj.last_modified)
             for key, obj in sorted(self.objects.items())
@@ -229,7 +230,7 @@ class MemoryStore:
         ]
         return self._ordered(found)
 
-    async def default_list_folders(self, prefix: str) -> list[str]:
+    async def default_list_folders(self, prefix: str) -> builtins.list[str]:
         folders = set()
         for key in self.objects:
             if key.startswith(prefix) and key not in self.hidden:
@@ -247,7 +248,7 @@ class MemoryStore:
         if failed:
             raise DeleteError(self.name, self.bucket, failed)
 
-    def _ordered(self, items: list[T]) -> list[T]:
+    def _ordered(self, items: builtins.list[T]) -> builtins.list[T]:
         if self.listing_order == "reverse":
             return items[::-1]
         if self.listing_order == "shuffle":

@@ -19,6 +19,7 @@ Every failure is an `ObjectStoreError` naming the operation and the object.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 
 import aioboto3
 import aiohttp
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -86,9 +87,9 @@ class S3Options:
     def endpoint_url(self) -> str | None:
         return endpoint_url(self.endpoint) if self.endpoint else None
 
-    def checksum_settings(self) -> dict[str, str]:
-        """The botocore Config arguments for checksums (none: botocore's default)."""
-        out = {}
+    def checksum_settings(self) -> dict[str, Any]:
+        """The botocore Config keyword arguments for checksums (none: botocore's default)."""
+        out: dict[str, Any] = {}
         for name, value in (
             ("request_checksum_calculation", self.request_checksum_calculation),
             ("response_checksum_validation", self.response_checksum_validation),
@@ -136,7 +137,8 @@ class S3Store:
             }
             if self.options.sign_payload is not None:
                 s3_config["payload_signing_enabled"] = self.options.sign_payload
-            config = Config(
+            # aiobotocore would turn a botocore Config into this class itself.
+            config = AioConfig(
                 s3=s3_config,
                 retries={"max_attempts": 3, "mode": "standard"},
                 connect_timeout=10,
@@ -227,7 +229,7 @@ class S3Store:
         out.sort(key=lambda o: o.key)
         return out
 
-    async def list_folders(self, prefix: str) -> list[str]:
+    async def list_folders(self, prefix: str) -> builtins.list[str]:
         folders: list[str] = []
         with self._failures("list", prefix):
             s3 = await self._s3()

@@ -25,6 +25,7 @@ cannot leave acknowledged commits outside every generation.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import random
@@ -44,7 +45,7 @@ from denokv.engine import Engine
 from denokv.redo_log import RedoEntry, RedoLog
 from denokv.writer import Tx
 from timemachine import layout
-from timemachine.codec import decode_segment, encode_segment
+from timemachine.codec import LogEntry, decode_segment, encode_segment
 from timemachine.generations import (
     RESTORED_FROM,
     Generation,
@@ -96,7 +97,7 @@ class ShipperStats:
     generations: int = 0
     last_success: float | None = None
     last_error: str | None = None
-    shipped_through: bytes = ZERO12
+    shipped_through: builtins.bytes = ZERO12  # `bytes` is the field above
     generation: str | None = None
     generation_started_ms: int | None = None
     retention_deleted: list[str] = field(default_factory=list)
@@ -348,7 +349,7 @@ class Shipper:
             return None
         return f"its log ends at {tail.hex()}, this file shipped through {shipped.hex()}"
 
-    async def _log_tail(self, gen: Generation) -> tuple[bytes, Any]:
+    async def _log_tail(self, gen: Generation) -> tuple[bytes, LogEntry | None]:
         """Where the generation's log ends in the store, and the last entry there."""
         objects = await self.store.list(layout.generation_prefix(self.prefix, gen.name) + "logs/")
         if not objects:
@@ -358,7 +359,7 @@ class Shipper:
         last = segment.entries[-1]
         return last.versionstamp12, last
 
-    async def _holds(self, entry: Any) -> bool:
+    async def _holds(self, entry: LogEntry) -> bool:
         """Does the local redo log hold exactly this entry (same stamp, key and value)?"""
 
         def look() -> bool:

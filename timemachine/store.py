@@ -14,6 +14,7 @@ says what was being done. A missing object is `ObjectNotFound`, which is not an
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ class ObjectStore(Protocol):
         """Every object under `prefix` in key order, after `start_after` if given."""
         ...
 
-    async def list_folders(self, prefix: str) -> list[str]:
+    async def list_folders(self, prefix: str) -> builtins.list[str]:
         """The next path segment of every key under `prefix` ("a/" for "prefix/a/x")."""
         ...
 

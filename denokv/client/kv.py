@@ -8,10 +8,11 @@ here; `("accounts", 1)` is the different key `["accounts", 1n]`.
 
 from __future__ import annotations
 
+import builtins
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from denokv import limits as L
 from denokv.client.backend import Backend, Consistency
@@ -46,6 +47,8 @@ class _CommitVersionstamp:
 
 
 COMMIT_VERSIONSTAMP = _CommitVersionstamp()
+# A key for `set`: its last part may be COMMIT_VERSIONSTAMP.
+SetKey = Sequence[KeyPart | _CommitVersionstamp]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +139,15 @@ class Kv:
             batch_size = min(limit or 100, 500)
         return ListIterator(self, bounds, limit, reverse, batch_size, consistency, cursor)
 
-    async def _read(self, ranges: list[ReadRange], consistency: Consistency) -> list[list[Entry]]:
+    async def _read(
+        self, ranges: builtins.list[ReadRange], consistency: Consistency
+    ) -> builtins.list[builtins.list[Entry]]:
         self._check_open()
         return await self._backend.snapshot_read(ranges, consistency)
 
     # -- writes -----------------------------------------------------------------
 
-    async def set(self, key: Key, value: Any, *, expire_in: int | None = None) -> CommitResult:
+    async def set(self, key: SetKey, value: Any, *, expire_in: int | None = None) -> CommitResult:
         return await self.atomic().set(key, value, expire_in=expire_in).commit()
 
     async def delete(self, key: Key) -> None:
@@ -181,7 +186,7 @@ class Kv:
 
     # -- watch and queues -----------------------------------------------------------
 
-    async def watch(self, keys: Sequence[Key]) -> AsyncIterator[list[KvEntry]]:
+    async def watch(self, keys: Sequence[Key]) -> AsyncGenerator[builtins.list[KvEntry], None]:
         """Yield the entries of `keys` now, then each time one of them changes."""
         if len(keys) > L.MAX_WATCHED_KEYS:
             raise KvValidationError(f"Too many keys (max {L.MAX_WATCHED_KEYS})")
@@ -312,14 +317,16 @@ class AtomicOperation:
             self._checks.append(Check(raw, None if stamp is None else bytes.fromhex(stamp)))
         return self
 
-    def set(self, key: Key, value: Any, *, expire_in: int | None = None) -> AtomicOperation:
+    def set(self, key: SetKey, value: Any, *, expire_in: int | None = None) -> AtomicOperation:
         kind = MutationKind.SET
         if key and key[-1] is COMMIT_VERSIONSTAMP:
             kind = MutationKind.SET_SUFFIX_VERSIONSTAMPED_KEY
             key = key[:-1]
         data, encoding = _value(value)
         expire_at = NO_EXPIRY if expire_in is None else _expire_at(expire_in)
-        self._mutations.append(Mutation(_write_key(key), kind, data, encoding, expire_at))
+        # A marker anywhere but last is refused by encode_key (unsupported key part type).
+        raw = _write_key(cast(Key, key))
+        self._mutations.append(Mutation(raw, kind, data, encoding, expire_at))
         return self
 
     def delete(self, key: Key) -> AtomicOperation:

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar, cast
 from urllib.parse import urljoin
 
 from denokv.client.backend import Consistency
@@ -39,6 +40,8 @@ from denokv.proto import datapath_pb2 as pb
 
 REFRESH_MARGIN_S = 300  # refresh metadata this long before it expires
 MAX_WATCH_FRAME = 16 * 1024 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,7 @@ class RemoteBackend:
 
     # -- calls ------------------------------------------------------------------------
 
-    async def _with_retries(self, attempt_once: Callable[[], Awaitable[object]]) -> object:
+    async def _with_retries(self, attempt_once: Callable[[], Awaitable[T | Exception]]) -> T:
         """Run `attempt_once` until it returns a non-exception; it returns one to retry."""
         start = time.monotonic()
         attempt = 0
@@ -177,7 +180,7 @@ class RemoteBackend:
                 return KvUnavailableError(f"{url} answered {status}: {text}")
             raise KvConnectError(url, status, text)
 
-        return await self._with_retries(once)  # type: ignore[return-value]
+        return await self._with_retries(once)
 
     async def snapshot_read(
         self, ranges: Sequence[ReadRange], consistency: Consistency
@@ -203,8 +206,8 @@ class RemoteBackend:
             mutations=[
                 pb.Mutation(
                     key=m.key,
-                    value=pb.KvValue(data=m.value, encoding=m.encoding),
-                    mutation_type=int(m.kind),
+                    value=pb.KvValue(data=m.value, encoding=cast("pb.ValueEncoding", m.encoding)),
+                    mutation_type=cast("pb.MutationType", int(m.kind)),
                     expire_at_ms=max(m.expire_at_ms, 0),
                     sum_min=m.sum_min,
                     sum_max=m.sum_max,

@@ -7,11 +7,20 @@ waited for.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from denokv.client.kv import AtomicOperation, CommitResult, Kv, KvEntry, ListIterator
+from denokv.client.kv import (
+    AtomicOperation,
+    CommitResult,
+    Kv,
+    KvEntry,
+    ListIterator,
+    SetKey,
+    _CommitVersionstamp,
+)
 from denokv.keys import Key
 
 T = TypeVar("T")
@@ -35,7 +44,7 @@ class _LoopThread:
 
 
 class SyncKv:
-    def __init__(self, make_kv: Any) -> None:
+    def __init__(self, make_kv: Callable[[], Kv]) -> None:
         self._runner = _LoopThread()
 
         async def build() -> Kv:
@@ -52,7 +61,7 @@ class SyncKv:
     def list(self, prefix: Key | None = None, **kw: Any) -> SyncListIterator:
         return SyncListIterator(self._runner, self._kv.list(prefix, **kw))
 
-    def set(self, key: Key, value: Any, **kw: Any) -> CommitResult:
+    def set(self, key: SetKey, value: Any, **kw: Any) -> CommitResult:
         return self._runner.run(self._kv.set(key, value, **kw))
 
     def delete(self, key: Key) -> None:
@@ -61,13 +70,13 @@ class SyncKv:
     def atomic(self) -> SyncAtomicOperation:
         return SyncAtomicOperation(self._runner, self._kv.atomic())
 
-    def commit_versionstamp(self) -> object:
+    def commit_versionstamp(self) -> _CommitVersionstamp:
         return self._kv.commit_versionstamp()
 
     def enqueue(self, value: Any, **kw: Any) -> CommitResult:
         return self._runner.run(self._kv.enqueue(value, **kw))
 
-    def watch(self, keys: Sequence[Key]) -> Iterator[list[KvEntry]]:
+    def watch(self, keys: Sequence[Key]) -> Iterator[builtins.list[KvEntry]]:
         return _blocking_iter(self._runner, self._kv.watch(keys))
 
     def listen_queue(self, handler: Any) -> None:
@@ -121,14 +130,12 @@ class SyncAtomicOperation:
         return self._runner.run(self._inner.commit())
 
 
-def _blocking_iter(runner: _LoopThread, agen: AsyncIterator[T]) -> Iterator[T]:
+def _blocking_iter(runner: _LoopThread, agen: AsyncGenerator[T, None]) -> Iterator[T]:
     try:
         while True:
             try:
-                yield runner.run(agen.__anext__())  # type: ignore[arg-type]
+                yield runner.run(agen.__anext__())
             except StopAsyncIteration:
                 return
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            runner.run(aclose())
+        runner.run(agen.aclose())

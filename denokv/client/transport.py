@@ -12,7 +12,7 @@ for servers or proxies that only take HTTP/2.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import aiohttp
@@ -28,7 +28,7 @@ class Transport(Protocol):
 
     def stream(
         self, url: str, body: bytes, headers: dict[str, str]
-    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+    ) -> AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]:
         """An async context manager yielding (status, chunks of the body)."""
         ...
 

@@ -40,7 +40,7 @@ from denokv.operations import EngineUnavailable
 from denokv.server.errors import HttpError
 
 if TYPE_CHECKING:
-    from denokv.server.app import KvServer
+    from denokv.console.host import ConsoleHost
 
 MODES = ("read-write", "read-only", "off")
 DEFAULT_MODE = "read-only"
@@ -65,7 +65,7 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def console_app(server: KvServer, mode: str) -> Console | None:
+def console_app(server: ConsoleHost, mode: str) -> Console | None:
     """The console for `server` in `mode` (see MODES), or None when it is off."""
     if mode not in MODES:
         raise ValueError(f"console mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -78,7 +78,7 @@ def _static_files() -> dict[str, bytes]:
 
 
 class Console:
-    def __init__(self, server: KvServer, writable: bool) -> None:
+    def __init__(self, server: ConsoleHost, writable: bool) -> None:
         self.server = server
         self.writable = writable
         self.sessions = Sessions(server.auth, server.config.access_token)
@@ -348,9 +348,11 @@ def _key_text(text: str, what: str) -> bytes:
 def _hex(text: object) -> bytes | None:
     if text is None:
         return None
+    if not isinstance(text, str):  # a JSON number or list where hex was due
+        raise HttpError(400, "A key or cursor is not valid hex.")
     try:
-        return bytes.fromhex(text)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+        return bytes.fromhex(text)
+    except ValueError:
         raise HttpError(400, "A key or cursor is not valid hex.") from None
 
 

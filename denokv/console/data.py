@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from v8serialize.jstypes import JSBigInt, JSUint8Array, JSUndefined
 
@@ -33,7 +33,7 @@ from denokv.server.errors import HttpError
 from denokv.values import KvU64, encode_value
 
 if TYPE_CHECKING:
-    from denokv.server.app import KvServer
+    from denokv.console.host import ConsoleHost
 
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
@@ -68,7 +68,7 @@ def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
 
 
 class ConsoleData:
-    def __init__(self, server: KvServer, writable: bool) -> None:
+    def __init__(self, server: ConsoleHost, writable: bool) -> None:
         self.server = server
         self.writable = writable
 
@@ -136,10 +136,10 @@ class ConsoleData:
         self, key: bytes, value: tuple[bytes, int], expect: bytes | None, expire_at_ms: int
     ) -> bytes:
         data, encoding = value
+        kv_value = pb.KvValue(data=data, encoding=cast("pb.ValueEncoding", encoding))
         mutation = pb.Mutation(
-            key=key, mutation_type=pb.M_SET, value=pb.KvValue(data=data, encoding=encoding),
-            expire_at_ms=expire_at_ms,
-        )  # fmt: skip
+            key=key, mutation_type=pb.M_SET, value=kv_value, expire_at_ms=expire_at_ms
+        )
         return await self.checked_write(key, expect, mutation)
 
     async def delete(self, key: bytes, expect: bytes | None) -> bytes:
@@ -168,7 +168,7 @@ class ConsoleData:
             for e in batch:
                 msg.mutations.add(
                     key=e.key, mutation_type=pb.M_SET,
-                    value=pb.KvValue(data=e.value, encoding=e.encoding),
+                    value=pb.KvValue(data=e.value, encoding=cast("pb.ValueEncoding", e.encoding)),
                     expire_at_ms=e.expire_at_ms or 0,
                 )  # fmt: skip
             try:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from denokv import versionstamp as stamps
 
 if TYPE_CHECKING:
-    from denokv.server.app import KvServer
+    from denokv.console.host import ConsoleHost
 
 log = logging.getLogger("denokv.console")
 
@@ -39,7 +39,7 @@ REPLICA_NAMES = ("replica",)
 class Sampler:
     """Counters sampled on the event loop; started by the first console request."""
 
-    def __init__(self, server: KvServer) -> None:
+    def __init__(self, server: ConsoleHost) -> None:
         self.server = server
         self.samples: deque[tuple[int, dict[str, float]]] = deque(maxlen=HISTORY)
         self.started_ms: int | None = None
@@ -75,7 +75,7 @@ class Sampler:
         return out
 
 
-def statuses(server: KvServer) -> list[tuple[str, dict[str, Any], list[str]]]:
+def statuses(server: ConsoleHost) -> list[tuple[str, dict[str, Any], list[str]]]:
     out = []
     for component in getattr(server, "components", []):
         try:
@@ -86,7 +86,7 @@ def statuses(server: KvServer) -> list[tuple[str, dict[str, Any], list[str]]]:
 
 
 def counters(
-    server: KvServer, seen: list[tuple[str, dict[str, Any], list[str]]]
+    server: ConsoleHost, seen: list[tuple[str, dict[str, Any], list[str]]]
 ) -> dict[str, float]:
     found: dict[str, float] = {}
     for name, key in RATES.items():
@@ -100,19 +100,19 @@ def counters(
     return found
 
 
-def _request_count(server: KvServer) -> float | None:
+def _request_count(server: ConsoleHost) -> float | None:
     metrics = getattr(server, "metrics", None)
     total = getattr(metrics, "requests_total", None)
     return None if total is None else float(total())
 
 
-def role(server: KvServer) -> str:
+def role(server: ConsoleHost) -> str:
     if not server.config.accept_writes:
         return "replica"
     return "read-only" if server.engine.read_only else "primary"
 
 
-def health(server: KvServer, sampler: Sampler) -> dict[str, Any]:
+def health(server: ConsoleHost, sampler: Sampler) -> dict[str, Any]:
     seen = statuses(server)
     backup = _merged(seen, BACKUP_KEYS, BACKUP_NAMES)
     replica = _merged(seen, REPLICA_KEYS, REPLICA_NAMES)
@@ -192,7 +192,7 @@ def _versionstamp_text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _data_version(server: KvServer) -> str | None:
+def _data_version(server: ConsoleHost) -> str | None:
     with contextlib.suppress(Exception):
         return server.engine.current_versionstamp().hex()
     return None

@@ -18,6 +18,7 @@ is an `int` only when it is integral and safe (else a `float`), a bigint is a
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -306,7 +307,7 @@ class _Reader:
             return js_number(float(match.group(0)))
         raise self.fail("expected a property name")
 
-    def construct(self, top: bool) -> object:
+    def construct(self, top: bool) -> builtins.object:
         name = self.word()
         if name is None:
             raise self.fail("expected a constructor after 'new'")
@@ -324,7 +325,7 @@ class _Reader:
             self.expect(")")
         return _construct(name, args, self)
 
-    def display_form(self, name: str) -> object:
+    def display_form(self, name: str) -> builtins.object:
         self.expect("(")
         self.number()
         self.expect(")")
@@ -390,7 +391,9 @@ def _construct(name: str, args: list[object], reader: _Reader) -> object:
 
 
 def _to_bytes(items: list[object], reader: _Reader) -> bytes:
+    data = bytearray()
     for item in items:
         if type(item) is not int or not 0 <= item <= 255:
             raise reader.fail("a Uint8Array holds integers from 0 to 255")
-    return bytes(items)  # type: ignore[arg-type]
+        data.append(item)
+    return bytes(data)

@@ -48,7 +48,9 @@ async def entry_stream(
         subscription.close()
 
 
-def _changes(engine: Any, keys: list[bytes], last: dict[bytes, bytes | None]) -> list[dict]:
+def _changes(
+    engine: Any, keys: list[bytes], last: dict[bytes, bytes | None]
+) -> list[dict[str, Any]]:
     entries = engine.get_entries(keys)
     moved = [
         (key, entry)
@@ -58,7 +60,7 @@ def _changes(engine: Any, keys: list[bytes], last: dict[bytes, bytes | None]) ->
     if not moved:
         return []
     expiries = engine.expiry_times([key for key, entry in moved if entry is not None])
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     index = 0
     for key, entry in moved:
         last[key] = entry.versionstamp if entry else None

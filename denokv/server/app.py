@@ -16,7 +16,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -48,6 +48,7 @@ from denokv.watch import Subscription
 log = logging.getLogger("denokv.server")
 
 WATCH_KEEPALIVE_S = 5.0
+STRONG_PREFIX = "/strong/v2"  # a replica's forwarded calls
 _KEEPALIVE_FRAME = b"\x00\x00\x00\x00"
 
 
@@ -77,7 +78,7 @@ class ServerConfig:
 
 
 class Forwarder(Protocol):
-    async def forward(self, method: str, body: bytes) -> tuple[int, bytes, bytes]:
+    async def forward(self, method: str, body: bytes) -> tuple[int, bytes | str, bytes]:
         """Send a data-path call to the primary; its (status, content type, body)."""
         ...
 
@@ -112,7 +113,9 @@ class KvServer:
             "/v2/atomic_write": KvRoute("atomic_write", unary.atomic_write),
             "/v2/watch": KvRoute("watch", self.watch),
         }
-        if config.forwarder is not None:
+        # Where the metadata sends strong calls (a replica with a primary, and each of
+        # its worker processes), so every process of one server answers them alike.
+        if any(e.url == STRONG_PREFIX for e in config.endpoints):
             self.routes["/strong/v2/snapshot_read"] = KvRoute(
                 "strong_snapshot_read", unary.forward_snapshot_read
             )
@@ -223,7 +226,7 @@ class KvServer:
 
     async def _watch_frames(
         self, keys: list[bytes], subscription: Subscription
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         engine = self.engine
         keepalive = self.config.watch_keepalive_s
         try:

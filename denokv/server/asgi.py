@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from denokv.server.pipeline import ClientGone, Stream, error_reply
+from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply
 
 if TYPE_CHECKING:
     from denokv.server.app import KvServer
@@ -69,6 +69,7 @@ class AsgiFront:
             await _respond(send, 405, "text/plain; charset=utf-8", b"", _ALLOW_POST)
             return
         started = time.perf_counter()
+        reply: Reply | Stream | None
         try:
             reply = await route.call(request)
         except Exception as exc:  # the one ladder, for every KV route
@@ -134,9 +135,10 @@ async def _stream(send: Any, receive: Any, reply: Stream, what: str) -> None:
         for task in (pumping, gone):
             with contextlib.suppress(BaseException):
                 await task
-        if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
-            error_reply(pumping.exception(), what)  # type: ignore[arg-type]
-        await frames.aclose()  # type: ignore[attr-defined]
+        failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
+        if failure is not None:
+            error_reply(failure, what)
+        await frames.aclose()
 
 
 async def _framework(server: KvServer, scope: Any, request: AsgiRequest, receive: Any,
@@ -150,7 +152,8 @@ async def _framework(server: KvServer, scope: Any, request: AsgiRequest, receive
         if not body_read:
             body_read = True
             return {"type": "http.request", "body": await request.body(), "more_body": False}
-        return await receive()  # type: ignore[no-any-return]
+        message: dict[str, Any] = await receive()
+        return message
 
     async def tracking_send(message: dict[str, Any]) -> None:
         nonlocal started

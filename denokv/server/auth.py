@@ -15,9 +15,17 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Iterable
+from typing import Protocol
 
 from denokv import limits as L
 from denokv.server.errors import HttpError
+
+
+class Headers(Protocol):
+    """A request's headers as each HTTP interface hands them over (a dict, granian's)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
 
 NIL_DATABASE_ID = uuid.UUID(int=0)
 
@@ -55,9 +63,9 @@ class Authenticator:
             raise HttpError(401, L.INVALID_TOKEN)
         return matched
 
-    def check_data_path(self, headers: object) -> int:
+    def check_data_path(self, headers: Headers) -> int:
         """Validate a data-path request's headers; returns the protocol version (2 or 3)."""
-        get = headers.get  # type: ignore[attr-defined]
+        get = headers.get
         version = get("x-denokv-version")
         if version not in ("2", "3"):
             raise HttpError(400, L.EXPECTED_PROTOCOL)

@@ -8,6 +8,7 @@ drops the connection on bad input, we answer 400: Deno retries 5xx forever.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from denokv import limits as L
 from denokv.operations import (
@@ -242,7 +243,7 @@ def watch_output(entries: list[Entry | None]) -> bytes:
                 pb.KvEntry(
                     key=entry.key,
                     value=entry.value,
-                    encoding=entry.encoding,
+                    encoding=cast("pb.ValueEncoding", entry.encoding),
                     versionstamp=entry.versionstamp,
                 )
             )

@@ -131,7 +131,7 @@ async def _serve_hypercorn(server: KvServer, host: str, port: int, stop: asyncio
         server.begin_shutdown()
 
     _announce(host, port)
-    await hypercorn_serve(server.app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+    await hypercorn_serve(server.app, config, shutdown_trigger=trigger)
 
 
 def _announce(host: str, port: int) -> None:

@@ -11,7 +11,7 @@ table or waits on the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -86,7 +86,10 @@ def problems(components: list[Component]) -> list[str]:
     return found
 
 
-def healthz_handler(fatal: Callable[[], str | None]):  # type: ignore[no-untyped-def]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def healthz_handler(fatal: Callable[[], str | None]) -> Handler:
     """Alive unless the process can no longer do its job (then a restart is the cure)."""
 
     async def healthz(request: Request) -> Response:
@@ -98,7 +101,7 @@ def healthz_handler(fatal: Callable[[], str | None]):  # type: ignore[no-untyped
     return healthz
 
 
-def readyz_handler(reasons: Callable[[], list[str]]):  # type: ignore[no-untyped-def]
+def readyz_handler(reasons: Callable[[], list[str]]) -> Handler:
     async def readyz(request: Request) -> Response:
         found = reasons()
         if found:
@@ -108,7 +111,7 @@ def readyz_handler(reasons: Callable[[], list[str]]):  # type: ignore[no-untyped
     return readyz
 
 
-def metrics_handler(metrics: Metrics):  # type: ignore[no-untyped-def]
+def metrics_handler(metrics: Metrics) -> Handler:
     async def endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from denokv import limits as L
@@ -34,7 +34,7 @@ class Stream:
     """A streamed answer (watch): frames are sent as the iterator yields them."""
 
     content_type: str
-    frames: AsyncIterator[bytes]
+    frames: AsyncGenerator[bytes, None]
     status: int = 200
 
 
@@ -87,18 +87,20 @@ class BodyPolicy:
             raise HttpError(413, L.BODY_TOO_LARGE)
         return declared
 
-    async def read(self, reader: AsyncIterator[bytes] | None, whole: object | None) -> bytes:
+    async def read(
+        self, reader: AsyncIterator[bytes] | None, whole: Awaitable[bytes] | None
+    ) -> bytes:
         """Await `whole` (an awaitable giving the full body) or join `reader`'s chunks."""
         task = asyncio.current_task()
         if task is None:  # not inside a task: nothing to cancel, read without a deadline
-            return await whole if whole is not None else await self._join(reader)  # type: ignore[misc,no-any-return]
+            return await whole if whole is not None else await self._join(reader)
         loop = asyncio.get_running_loop()
         self._waiting[task] = loop.time() + self.timeout_s
         if not self._ticking:
             self._ticking = True
             loop.call_later(1.0, self._tick, loop)
         try:
-            body = await whole if whole is not None else await self._join(reader)  # type: ignore[misc]
+            body = await whole if whole is not None else await self._join(reader)
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise

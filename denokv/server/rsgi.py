@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from denokv.server.pipeline import ClientGone, Stream, error_reply
+from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply
 
 if TYPE_CHECKING:
     from denokv.server.app import KvServer
@@ -99,6 +99,7 @@ class RsgiFront:
             proto.response_empty(405, _ALLOW_POST)
             return
         started = time.perf_counter()
+        reply: Reply | Stream | None
         try:
             reply = await route.call(RsgiRequest(scope.headers, proto, self.policy))
         except Exception as exc:  # the one ladder, for every KV route
@@ -119,8 +120,9 @@ class RsgiFront:
 
     def _nudge(self, nudger: Any, client: str, server: str) -> None:
         cache = self._addresses
-        found = cache.get((client, server), False)
-        if found is False:
+        try:
+            found = cache[(client, server)]
+        except KeyError:
             peer = split_address(client)
             local = split_address(server)
             found = None if peer is None or local is None else (peer, local[1])
@@ -153,7 +155,7 @@ async def _stream(proto: Any, reply: Stream, what: str) -> None:
         failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
         if failure is not None and not isinstance(failure, _CLOSED):
             error_reply(failure, what)  # logs it; the answer has begun, nothing more is sent
-        await frames.aclose()  # type: ignore[attr-defined]
+        await frames.aclose()
 
 
 # -- the RSGI → ASGI bridge for the framework routes --------------------------------

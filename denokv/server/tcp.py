@@ -166,6 +166,8 @@ def _addresses(fd: int) -> tuple[str, int, int] | None:
 
 def _quickack(fd: int, key: tuple[str, int, int]) -> bool:
     """Send the pending ACK now, if `fd` still is the connection `key` names."""
+    if _TCP_QUICKACK is None:  # not Linux: the nudger is off and never calls this
+        return False
     try:
         s = _wrap(fd)
     except OSError:
@@ -174,7 +176,7 @@ def _quickack(fd: int, key: tuple[str, int, int]) -> bool:
         peer = s.getpeername()
         if _plain(peer[0]) != key[0] or peer[1] != key[1]:
             return False
-        s.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)  # type: ignore[arg-type]
+        s.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         return True
     except (OSError, TypeError, IndexError):
         return False

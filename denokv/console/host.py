@@ -1,0 +1,46 @@
+"""What the console needs of the server that hosts it, as Protocols.
+
+The console is part of the server (`KvServer` builds it and hands it every `/console`
+request), so naming `KvServer` here would tie the two modules in a cycle. These
+Protocols say what the console reads instead; `KvServer` fits them as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from denokv.engine import Engine
+    from denokv.server.auth import Authenticator
+
+
+class Forwarding(Protocol):
+    async def forward(self, method: str, body: bytes) -> tuple[int, bytes | str, bytes]:
+        """Send a data-path call to the primary; its (status, content type, body)."""
+        ...
+
+
+class HostConfig(Protocol):
+    @property
+    def access_token(self) -> str: ...
+    @property
+    def accept_writes(self) -> bool: ...
+    @property
+    def not_ready(self) -> Callable[[], str | None] | None: ...
+    @property
+    def forwarder(self) -> Forwarding | None: ...
+
+
+class ConsoleHost(Protocol):
+    @property
+    def auth(self) -> Authenticator: ...
+    @property
+    def config(self) -> HostConfig: ...
+    @property
+    def closing(self) -> bool: ...
+    @property
+    def log(self) -> logging.Logger: ...
+    @property
+    def engine(self) -> Engine: ...
