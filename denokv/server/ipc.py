@@ -10,6 +10,7 @@ Each frame is `length (u32) ‖ kind (u8) ‖ id (u32) ‖ payload`, little-endi
 | WAKE_ALL | main → worker | every watcher must look again (a replica swapped its data) |
 | NOT_READY | main → worker | why data calls must wait (UTF-8), empty when ready |
 | STATS | worker → main | the worker's request counts (JSON, `request_stats.Snapshot`) |
+| READY | worker → main | the worker listens on the shared port |
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Kind(IntEnum):
     WAKE_ALL = 4
     NOT_READY = 5
     STATS = 6
+    READY = 7
 
 
 class Method(IntEnum):

@@ -86,6 +86,7 @@ class _Worker:
     writer: asyncio.StreamWriter
     task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.monotonic)
+    ready: bool = False  # listening on the shared port
 
 
 class WorkerHub:
@@ -174,6 +175,8 @@ class WorkerHub:
                     self._keep(asyncio.create_task(self._call(worker, ident, payload)))
                 elif kind is ipc.Kind.STATS:
                     self.server.metrics.workers[str(worker.index)] = json.loads(payload)
+                elif kind is ipc.Kind.READY:
+                    worker.ready = True
         except (ipc.FrameError, ConnectionError) as exc:
             log.error("server process %d: %s", worker.index, exc)
         if self._stopping:
@@ -236,7 +239,8 @@ class WorkerHub:
     # -- health (a `denokv.health.Component`) ------------------------------------------
 
     def alive(self) -> int:
-        return sum(1 for w in self.workers.values() if w.proc.poll() is None)
+        """Workers running and listening on the shared port."""
+        return sum(1 for w in self.workers.values() if w.ready and w.proc.poll() is None)
 
     def metrics(self) -> Iterator[Any]:
         yield GaugeMetricFamily(

@@ -56,6 +56,9 @@ class MainProcess:
         finally:
             self._waiting.pop(ident, None)
 
+    def send_ready(self) -> None:
+        self._writer.write(ipc.frame(ipc.Kind.READY, 0))
+
     def send_stats(self, snapshot: dict[str, Any]) -> None:
         if not self.closed.is_set():
             self._writer.write(ipc.frame(ipc.Kind.STATS, 0, json.dumps(snapshot).encode()))
@@ -83,6 +86,36 @@ class MainProcess:
         for future in self._waiting.values():
             if not future.done():
                 future.set_result((503, "text/plain; charset=utf-8", L.UNAVAILABLE.encode()))
+
+
+async def _listening(port: int, serving: asyncio.Task[None], timeout: float = 30.0) -> bool:
+    """Wait until this process holds a listening socket on `port` (granian bound it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not serving.done() and loop.time() < deadline:
+        if port in _own_listening_ports():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def _own_listening_ports() -> set[int]:
+    """Local ports of the TCP sockets in LISTEN state that this process has open."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def _config(spec: dict[str, Any], main: MainProcess) -> ServerConfig:
@@ -119,6 +152,8 @@ async def _run(spec: dict[str, Any]) -> None:
     reporting = asyncio.create_task(stats())
     serving = asyncio.create_task(serve(server, spec["host"], spec["port"], "granian", quiet=True))
     gone = asyncio.create_task(main.closed.wait())
+    if await _listening(spec["port"], serving):
+        main.send_ready()
     try:
         await asyncio.wait({serving, gone}, return_when=asyncio.FIRST_COMPLETED)
         if not serving.done():  # the main process went away: stop as if told to
