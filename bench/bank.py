@@ -132,7 +132,7 @@ def bank_phase(
             "writers": writers, "seconds": args.seconds, "startAt": start_at,
         }  # fmt: skip
         procs.append(start_deno(children, BANK_CLIENT, config, token))
-    window = CpuWindow(server)
+    window = CpuWindow(server, extra={f"client{i}": proc.pid for i, proc in enumerate(procs)})
     time.sleep(max(0.0, start_at / 1000 - time.time()))
     window.start()
     time.sleep(args.seconds / 2)
@@ -145,6 +145,8 @@ def bank_phase(
     timeout = START_DELAY_S + 0.5 * len(groups) + args.seconds + CLIENT_SLACK_S
     for proc in procs:
         results.append(wait_deno_json(children, proc, timeout))
+    clients = sum(cpu.pop(f"client{i}_cpu_s") for i in range(len(procs)))
+    cpu["client_cpu_pct"] = 100 * clients / cpu["wall_s"]
     return {**summarize(results, args.seconds), **cpu, "fsync_shim_loaded": shim_seen}
 
 
@@ -396,6 +398,10 @@ def bank_table(
         split = " + ".join(f"{v:.0f}" for v in srv["server_cpu_pct_by_process"])
         cells += [fmt(srv["server_cpu_pct"], "%") + (f" ({split})" if "+" in split else ""), ""]
     rows.append([*cells, "-", ""])
+    cells = ["Deno client processes' CPU"]
+    for srv in servers.values():
+        cells += [fmt(srv["client_cpu_pct"], "%"), ""]
+    rows.append([*cells, fmt(base["client_cpu_pct"], "%") if base else "n/a", ""])
     cells = [f"machine CPU (of {base_or_any(servers, base)['machine_cpus'] * 100} %)"]
     for srv in servers.values():
         cells += [fmt(srv["machine_cpu_pct"], "%"), ""]
