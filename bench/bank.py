@@ -67,6 +67,7 @@ from bench.harness import (  # noqa: E402
     start_denokv,
     use_fsync_delay,
     wait_deno_json,
+    wait_for_quiet,
 )
 from denokv.keys import KvNumber, encode_key  # noqa: E402
 from denokv.proto import datapath_pb2 as pb  # noqa: E402
@@ -467,6 +468,9 @@ def parse_args() -> argparse.Namespace:
                    "--server-arg=--num-workers=2")  # fmt: skip
     p.add_argument("--json-out", type=Path, help="also write every figure to this JSON file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to this long for the machine's CPU use to drop "
+                   "below 15 %% of one CPU")  # fmt: skip
     args = p.parse_args()
     if args.accounts < 2:
         p.error("--accounts must be at least 2")
@@ -543,7 +547,7 @@ def main() -> int:
     args = parse_args()
     # SIGTERM ends the run like Ctrl-C: the `finally` below stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    background = background_load()
+    background = wait_for_quiet(args.wait_quiet) if args.wait_quiet else background_load()
     work = Path(tempfile.mkdtemp(prefix="denokv-bench-"))
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     report["background_cpu_pct"] = background

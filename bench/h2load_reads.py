@@ -57,6 +57,7 @@ from bench.harness import (
     background_load,
     free_port,
     start_denokv,
+    wait_for_quiet,
 )
 from denokv.keys import KvNumber, encode_key
 from denokv.proto import datapath_pb2 as pb
@@ -285,6 +286,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--protos", default="h2c", help="h2c, http1 or both (comma-separated)")
     p.add_argument("--processes", default="1,2", help="server process counts to compare")
     p.add_argument("--json-out", type=Path)
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to this long for the machine's CPU use to drop "
+                   "below 15 %% of one CPU")  # fmt: skip
     args = p.parse_args()
     args.protos = [x for x in args.protos.split(",") if x]
     if set(args.protos) - {"h2c", "http1"}:
@@ -300,7 +304,7 @@ def main() -> int:
     if shutil.which("h2load") is None:
         print(f"SKIPPED: h2load is not installed. Install it with: {INSTALL_HINT}")
         return 0
-    background = background_load(2)
+    background = wait_for_quiet(args.wait_quiet) if args.wait_quiet else background_load(2)
     print(f"h2load: {args.connections} connections x {args.streams} streams, "
           f"{args.seconds:g} s windows x {args.repeats}; machine CPU before the run "
           f"{background:.0f} % (of 200 %)", flush=True)  # fmt: skip

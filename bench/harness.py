@@ -372,3 +372,14 @@ def expected_processes(http_server: str, processes: int | None) -> int:
 
         return default_processes()
     return processes
+
+
+def wait_for_quiet(max_wait_s: float, threshold_pct: float = 15.0) -> float:
+    """Wait (at most `max_wait_s`) until the machine's CPU use over 3 s is below the
+    threshold (percent of one CPU); returns the last figure measured."""
+    deadline = time.monotonic() + max_wait_s
+    load = background_load(3.0)
+    while load > threshold_pct and time.monotonic() < deadline:
+        time.sleep(5)
+        load = background_load(3.0)
+    return load

@@ -109,8 +109,10 @@ def run_cpu(children: Children, work: Path, args: argparse.Namespace) -> dict[st
     for front, denokv_front in fronts:
         for rep in range(args.repeats):
             if denokv_front is not None:
+                # One process, like the trivial app it is compared with.
+                one = 1 if denokv_front == "granian" else None
                 srv = start_denokv(children, work / f"cpu-{front}-{rep}.sqlite", TOKEN,
-                                   denokv_front, [])  # fmt: skip
+                                   denokv_front, [], one)  # fmt: skip
                 try:
                     init = {"mode": "init", "target": srv.url, "accounts": args.accounts,
                             "initial": INITIAL}  # fmt: skip
