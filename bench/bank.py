@@ -407,11 +407,23 @@ def bank_table(
     for srv in servers.values():
         cells += [fmt(srv["machine_cpu_pct"], "%"), ""]
     rows.append([*cells, fmt(base["machine_cpu_pct"], "%") if base else "n/a", ""])
+    cells = ["others' CPU (machine - server - clients)"]
+    for srv in servers.values():
+        cells += [fmt(others_pct(srv), "%"), ""]
+    rows.append([*cells, fmt(others_pct(base), "%") if base else "n/a", ""])
     cells = ["balance sum conserved"]
     for srv in servers.values():
         cells += ["yes" if srv["balance_ok"] else "NO", ""]
     rows.append([*cells, ("yes" if base["balance_ok"] else "NO") if base else "n/a", ""])
     return table(rows)
+
+
+def others_pct(res: dict[str, Any]) -> float:
+    """CPU the rest of the machine used in the window (its other users, the kernel's
+    network work that no process is charged for)."""
+    server = res.get("server_cpu_pct", math.nan)
+    server = 0.0 if math.isnan(server) else server
+    return max(0.0, res["machine_cpu_pct"] - server - res["client_cpu_pct"])
 
 
 def base_or_any(servers: dict[str, dict[str, Any]], base: dict[str, Any] | None) -> dict:

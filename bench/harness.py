@@ -353,6 +353,8 @@ def start_denokv(
 ) -> Server:
     """`denokv serve` on a free port; `processes` None leaves the server's default."""
     port = free_port()
+    if processes is None and http_server != "granian":
+        processes = 1  # the only count it serves; spares the server's warning about it
     count = ["--processes", str(processes)] if processes is not None else []
     cmd = [
         sys.executable, "-m", "cli.main", "--sqlite-path", str(db), "serve",

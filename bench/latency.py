@@ -11,9 +11,10 @@ b. **Server CPU per request.** The `bench/http_load.ts` loader (one Deno
    process, `--http-concurrency` requests in flight) sends KV Connect
    `snapshot_read` bodies to `denokv serve` and, as the baseline, to the
    trivial app (`bench/trivial_app.py`) on the same HTTP front, over HTTP/1.1
-   and h2c. CPU figures are the server process's own CPU time (utime + stime)
-   divided by the requests it answered in the window: other processes on the
-   machine change the wall time, not that.
+   and h2c; denokv runs as one process (`--processes 1`), like the trivial
+   app. CPU figures are the server's own CPU time (utime + stime, summed over
+   its process tree) divided by the requests it answered in the window: other
+   processes on the machine change the wall time much more than that.
 
 Exit status 1 if a Deno client fails, a request does not get 200, or a server
 logs an error.
