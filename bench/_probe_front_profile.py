@@ -2,6 +2,11 @@
 
     python bench/_probe_front_profile.py OUT.txt [--http-server granian] [--proto http1|h2c]
                                         [--path /v2/snapshot_read] [--seconds 8]
+                                        [--load deno|h2load]
+
+The server runs as one process (`--processes 1`). `--load h2load` drives it
+with h2load (16 connections x 16 streams, one fixed body; see
+bench/h2load_reads.py) instead of the Deno loader, which needs less CPU.
 
 Writes py-spy's collapsed stacks to OUT.txt and prints the functions with the
 most samples (self and inclusive) over all threads; a sample with no Python
@@ -17,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,6 +62,18 @@ def summarize(collapsed: Path, top: int = 30) -> None:
         print(f"{100 * n / total:5.1f} %  {f}")
 
 
+def h2load_loader(children: Children, work: Path, url: str, args: argparse.Namespace) -> Any:
+    """h2load reading ["account", 0] for the whole profile, warm-up included."""
+    from bench.h2load_reads import READ_BODY, h2load_cmd
+
+    body = work / "read.bin"
+    body.write_bytes(READ_BODY)
+    load = argparse.Namespace(connections=16, streams=16, h2load_threads=1,
+                              seconds=args.seconds + 3)  # fmt: skip
+    cmd = h2load_cmd(url, body, args.proto, load)
+    return children.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -64,18 +82,23 @@ def main() -> None:
     p.add_argument("--path", default="/v2/snapshot_read")
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--native", action="store_true", help="include Rust/C frames (py-spy --native)")
+    p.add_argument("--load", choices=("deno", "h2load"), default="deno")
     args = p.parse_args()
     children = Children()
     with tempfile.TemporaryDirectory(prefix="probe-front-") as tmp:
         work = Path(tmp)
         try:
-            srv = start_denokv(children, work / "p.sqlite", TOKEN, args.http_server, [])
+            one = 1 if args.http_server == "granian" else None
+            srv = start_denokv(children, work / "p.sqlite", TOKEN, args.http_server, [], one)
             init = {"mode": "init", "target": srv.url, "accounts": 1000, "initial": INITIAL}
             run_deno_json(children, BANK_CLIENT, init, TOKEN, 120)
             config = {"url": srv.url + args.path, "headers": DATA_HEADERS,
                       "bodies": snapshot_read_bodies(1000), "seconds": args.seconds + 3,
                       "concurrency": 64, "http2": args.proto == "h2c"}  # fmt: skip
-            loader = start_deno(children, HTTP_LOAD, config, TOKEN)
+            if args.load == "h2load":
+                loader = h2load_loader(children, work, srv.url, args)
+            else:
+                loader = start_deno(children, HTTP_LOAD, config, TOKEN)
             time.sleep(2)
             subprocess.run(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",

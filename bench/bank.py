@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bank.py [--seconds 10] [--readers 2] [--writers 2]
         [--concurrency 8] [--accounts 10000] [--skip-baseline]
-        [--http-server granian|hypercorn]
+        [--http-server granian|hypercorn] [--processes 1,2] [--fsync-delay-ms 2]
 
 Workload (after upstream denokv's bank benchmark): `--accounts` keys
 ["account", i] holding a number balance, all starting at the same amount.
@@ -16,7 +16,8 @@ window. At the end the sum of all balances must equal accounts * initial.
 Phases, all in one run:
 
 1. denokv server: `--readers` + `--writers` Deno processes against
-   `http://127.0.0.1:PORT` (KV Connect over h2c).
+   `http://127.0.0.1:PORT` (KV Connect over h2c), once per `--processes`
+   value (`denokv serve --processes N`; by default the server's default).
 2. Deno in-process baseline: ONE Deno process with the same total number of
    loops (readers*concurrency reader loops + writers*concurrency writer loops)
    on `Deno.openKv(<sqlite file>)`. Deno's local engine belongs to one process;
@@ -27,6 +28,11 @@ Phases, all in one run:
    protobuf bodies to the server's /v2/snapshot_read and to a trivial ASGI app
    (bench/trivial_app.py) on the same HTTP server stack, over HTTP/1.1 and h2c.
 
+`--fsync-delay-ms D` runs every child process (the server and its worker
+processes, Deno's in-process engine, the clients) under the LD_PRELOAD shim
+`tests/native/fsync_shim.c`, which sleeps D ms before every fsync and
+fdatasync: a slow disk, the same for both sides.
+
 Exit status 1 if a balance check fails or a client reports errors.
 """
 
@@ -34,15 +40,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import math
 import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +55,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import (  # noqa: E402
+    Children,
+    CpuWindow,
+    Server,
+    background_load,
+    free_port,
+    has_library,
+    run_deno_json,
+    start_deno,
+    start_denokv,
+    use_fsync_delay,
+    wait_deno_json,
+    wait_for_quiet,
+)
 from denokv.keys import KvNumber, encode_key  # noqa: E402
 from denokv.proto import datapath_pb2 as pb  # noqa: E402
 
@@ -64,204 +81,6 @@ LOG_BASE = 1.02
 START_DELAY_S = 4.0  # time for every client process to start and connect
 CLIENT_SLACK_S = 90.0  # subprocess timeout beyond the measured window
 SERVER_CPU = "server CPU"
-
-
-# -- processes --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open within {timeout}s")
-
-
-def deno_binary() -> str:
-    found = shutil.which("deno", path=str(Path(sys.executable).parent)) or shutil.which("deno")
-    if not found:
-        raise SystemExit("the deno CLI is not installed; run `make install`")
-    return found
-
-
-def deno_env(token: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DENO_DIR": str(ROOT / ".cache" / "deno"),
-        "DENO_NO_UPDATE_CHECK": "1",
-        "DENO_KV_ACCESS_TOKEN": token,
-        "NO_COLOR": "1",
-    }
-
-
-class Children:
-    """Every child process started here; `stop_all` ends whichever are still running."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def popen(self, cmd: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, **kw)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(Exception):
-                self.stop(proc, timeout=10)
-
-
-def run_deno_json(
-    children: Children, script: Path, config: dict[str, Any], token: str, timeout: float
-) -> dict[str, Any]:
-    """Run one Deno script to completion and return the JSON object it printed."""
-    return wait_deno_json(children, start_deno(children, script, config, token), timeout)
-
-
-def start_deno(
-    children: Children, script: Path, config: dict[str, Any], token: str
-) -> subprocess.Popen[bytes]:
-    cmd = [deno_binary(), "run", "--unstable-kv", "-A", str(script), json.dumps(config)]
-    return children.popen(
-        cmd, cwd=ROOT, env=deno_env(token), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-
-
-def wait_deno_json(
-    children: Children, proc: subprocess.Popen[bytes], timeout: float
-) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        children.stop(proc, timeout=5)
-        raise RuntimeError(f"deno client timed out after {timeout:.0f}s") from None
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"deno client failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}"
-        )
-    lines = [ln for ln in out.decode().splitlines() if ln.strip()]
-    return json.loads(lines[-1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds; NaN when unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return math.nan
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies over all CPUs from /proc/stat; NaNs when unavailable."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return math.nan, math.nan
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
-
-
-def background_load(seconds: float = 1.0) -> float:
-    """Whole-machine CPU use (percent of one CPU) while this benchmark is still idle."""
-    b0, t0 = machine_busy()
-    time.sleep(seconds)
-    b1, t1 = machine_busy()
-    return 100 * (os.cpu_count() or 1) * (b1 - b0) / (t1 - t0) if t1 > t0 else math.nan
-
-
-class CpuWindow:
-    """Server process CPU and whole-machine CPU between `start()` and `stop()`."""
-
-    def __init__(self, server: Server | None) -> None:
-        self.server = server
-
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        self.srv0 = self.server.cpu() if self.server else math.nan
-        self.m0 = machine_busy()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self.t0
-        srv = (self.server.cpu() if self.server else math.nan) - self.srv0
-        m1 = machine_busy()
-        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
-        ncpu = os.cpu_count() or 1
-        return {
-            "server_cpu_s": srv,
-            "server_cpu_pct": 100 * srv / wall,
-            "machine_cpu_pct": 100 * ncpu * busy / total if total else math.nan,
-            "machine_cpus": ncpu,
-        }
-
-
-class Server:
-    """A `denokv serve` (or the trivial app) child process on 127.0.0.1."""
-
-    def __init__(self, children: Children, cmd: list[str], port: int, token: str, log: Path):
-        self.children = children
-        self.port = port
-        self.log = log
-        with open(log, "ab") as fh:
-            self.proc = children.popen(
-                cmd,
-                cwd=ROOT,
-                env={**os.environ, "DENO_KV_ACCESS_TOKEN": token},
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_port(port, self.proc)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self) -> int:
-        return self.children.stop(self.proc)
-
-    def log_problems(self) -> list[str]:
-        text = self.log.read_text(errors="replace")
-        keys = ("ERROR", "Traceback", "CRITICAL", "WARNING", "Exception")
-        benign = ("Embedded server is experimental",)  # granian's notice for embedded mode
-        return [
-            ln for ln in text.splitlines()
-            if any(k in ln for k in keys) and not any(b in ln for b in benign)
-        ][:20]  # fmt: skip
-
-
-def start_denokv(
-    children: Children, db: Path, token: str, http_server: str, extra: list[str]
-) -> Server:
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "cli.main", "--sqlite-path", str(db), "serve",
-        "--addr", f"127.0.0.1:{port}", "--http-server", http_server, *extra,
-    ]  # fmt: skip
-    return Server(children, cmd, port, token, db.with_suffix(".log"))
 
 
 # -- histograms ---------------------------------------------------------------------
@@ -314,16 +133,22 @@ def bank_phase(
             "writers": writers, "seconds": args.seconds, "startAt": start_at,
         }  # fmt: skip
         procs.append(start_deno(children, BANK_CLIENT, config, token))
-    window = CpuWindow(server)
+    window = CpuWindow(server, extra={f"client{i}": proc.pid for i, proc in enumerate(procs)})
     time.sleep(max(0.0, start_at / 1000 - time.time()))
     window.start()
-    time.sleep(args.seconds)
+    time.sleep(args.seconds / 2)
+    # Which processes run on the slow disk (None: the real disk), while all of them run.
+    shim_seen = [has_library(pid, args.shim) for pid in (server.pids() if server else [])]
+    shim_seen += [has_library(p.pid, args.shim) for p in procs]
+    time.sleep(args.seconds / 2)
     cpu = window.stop()
     results = []
     timeout = START_DELAY_S + 0.5 * len(groups) + args.seconds + CLIENT_SLACK_S
     for proc in procs:
         results.append(wait_deno_json(children, proc, timeout))
-    return {**summarize(results, args.seconds), **cpu}
+    clients = sum(cpu.pop(f"client{i}_cpu_s") for i in range(len(procs)))
+    cpu["client_cpu_pct"] = 100 * clients / cpu["wall_s"]
+    return {**summarize(results, args.seconds), **cpu, "fsync_shim_loaded": shim_seen}
 
 
 def summarize(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -358,9 +183,11 @@ def check_balance(verify: dict[str, Any], accounts: int) -> bool:
     )
 
 
-def run_server_side(children: Children, work: Path, token: str, args: argparse.Namespace):
-    db = work / "server.sqlite"
-    server = start_denokv(children, db, token, args.http_server, args.server_arg)
+def run_server_side(
+    children: Children, work: Path, token: str, args: argparse.Namespace, processes: int | None
+):
+    db = work / f"server-{processes or 'default'}.sqlite"
+    server = start_denokv(children, db, token, args.http_server, args.server_arg, processes)
     info: dict[str, Any] = {"server_log": str(server.log)}
     try:
         init = {"mode": "init", "target": server.url, "accounts": args.accounts,
@@ -418,7 +245,10 @@ def run_http_compare(children: Children, work: Path, token: str, args: argparse.
     bodies = snapshot_read_bodies(args.accounts)
     db = work / "http.sqlite"
     out: dict[str, Any] = {}
-    kv = start_denokv(children, db, token, args.http_server, args.server_arg)
+    # One process, like the trivial app it is compared with (bench/h2load_reads.py
+    # compares 1 and 2 processes).
+    processes = 1 if args.http_server == "granian" else None
+    kv = start_denokv(children, db, token, args.http_server, args.server_arg, processes)
     try:
         init = {"mode": "init", "target": kv.url, "accounts": args.accounts, "initial": INITIAL}
         run_deno_json(children, BANK_CLIENT, init, token, 120)
@@ -529,40 +359,75 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def bank_table(srv: dict[str, Any], base: dict[str, Any] | None) -> str:
-    rows = [["metric", "denokv server", "Deno in-process", "ratio", "target"]]
+def bank_targets(fsync_delay_ms: float) -> dict[str, float]:
+    """Issue 11's targets, as ratios to Deno's in-process engine on the same disk."""
+    if fsync_delay_ms > 0:
+        return {"reads_per_s": 2.5, "transfers_per_s": 3.0}
+    return {"reads_per_s": 0.8, "transfers_per_s": 0.6}
 
-    def row(name: str, key: str, unit: str = "", target: float | None = None, lower=False):
-        a = srv[key]
+
+def bank_table(
+    servers: dict[str, dict[str, Any]], base: dict[str, Any] | None, targets: dict[str, float]
+) -> str:
+    """One value and one ratio column per server run, the baseline, and the target."""
+    header = ["metric"]
+    for name in servers:
+        header += [name, "ratio"]
+    rows = [[*header, "Deno in-process", "target"]]
+
+    def row(label: str, key: str, unit: str = "") -> None:
         b = base[key] if base else math.nan
-        r = ratio(a, b) if base else math.nan
-        rs = "n/a" if math.isnan(r) else f"{r:.2f}x"
-        t = ""
-        if target is not None:
-            met = not math.isnan(r) and r >= target
-            t = f">= {target:.1f}x " + ("(met)" if met else "(NOT met)")
-        rows.append([name, fmt(a, unit), fmt(b, unit), rs, t])
+        cells, verdicts = [label], []
+        for srv in servers.values():
+            r = ratio(srv[key], b) if base else math.nan
+            cells += [fmt(srv[key], unit), "n/a" if math.isnan(r) else f"{r:.2f}x"]
+            if key in targets:
+                verdicts.append("met" if not math.isnan(r) and r >= targets[key] else "NOT met")
+        target = f">= {targets[key]:.1f}x ({', '.join(verdicts)})" if key in targets else ""
+        rows.append([*cells, fmt(b, unit), target])
 
-    row("reads/s", "reads_per_s", target=0.5)
-    row("transfers/s (ok)", "transfers_per_s", target=1.0)
+    row("reads/s", "reads_per_s")
+    row("transfers/s (ok)", "transfers_per_s")
     row("conflicts", "conflicts")
     row("errors", "errors")
     row("read p50", "read_p50_ms", "ms")
     row("read p99", "read_p99_ms", "ms")
     row("transfer p50", "transfer_p50_ms", "ms")
     row("transfer p99", "transfer_p99_ms", "ms")
-    rows.append(["server process CPU", fmt(srv["server_cpu_pct"], "%"), "-", "", ""])
-    rows.append([
-        f"machine CPU (of {srv['machine_cpus'] * 100} %)", fmt(srv["machine_cpu_pct"], "%"),
-        fmt(base["machine_cpu_pct"], "%") if base else "n/a", "", "",
-    ])  # fmt: skip
-    rows.append([
-        "balance sum conserved",
-        "yes" if srv["balance_ok"] else "NO",
-        ("yes" if base["balance_ok"] else "NO") if base else "n/a",
-        "", "",
-    ])  # fmt: skip
+    cells = ["server CPU (all its processes)"]
+    for srv in servers.values():
+        split = " + ".join(f"{v:.0f}" for v in srv["server_cpu_pct_by_process"])
+        cells += [fmt(srv["server_cpu_pct"], "%") + (f" ({split})" if "+" in split else ""), ""]
+    rows.append([*cells, "-", ""])
+    cells = ["Deno client processes' CPU"]
+    for srv in servers.values():
+        cells += [fmt(srv["client_cpu_pct"], "%"), ""]
+    rows.append([*cells, fmt(base["client_cpu_pct"], "%") if base else "n/a", ""])
+    cells = [f"machine CPU (of {base_or_any(servers, base)['machine_cpus'] * 100} %)"]
+    for srv in servers.values():
+        cells += [fmt(srv["machine_cpu_pct"], "%"), ""]
+    rows.append([*cells, fmt(base["machine_cpu_pct"], "%") if base else "n/a", ""])
+    cells = ["others' CPU (machine - server - clients)"]
+    for srv in servers.values():
+        cells += [fmt(others_pct(srv), "%"), ""]
+    rows.append([*cells, fmt(others_pct(base), "%") if base else "n/a", ""])
+    cells = ["balance sum conserved"]
+    for srv in servers.values():
+        cells += ["yes" if srv["balance_ok"] else "NO", ""]
+    rows.append([*cells, ("yes" if base["balance_ok"] else "NO") if base else "n/a", ""])
     return table(rows)
+
+
+def others_pct(res: dict[str, Any]) -> float:
+    """CPU the rest of the machine used in the window (its other users, the kernel's
+    network work that no process is charged for)."""
+    server = res.get("server_cpu_pct", math.nan)
+    server = 0.0 if math.isnan(server) else server
+    return max(0.0, res["machine_cpu_pct"] - server - res["client_cpu_pct"])
+
+
+def base_or_any(servers: dict[str, dict[str, Any]], base: dict[str, Any] | None) -> dict:
+    return base if base else next(iter(servers.values()))
 
 
 def http_table(h: dict[str, Any]) -> str:
@@ -571,7 +436,7 @@ def http_table(h: dict[str, Any]) -> str:
     for proto in ("http1", "h2c"):
         kv, tr = h[f"denokv {proto}"], h[f"trivial {proto}"]
         r = ratio(kv["rps"], tr["rps"])
-        for name, d in ((f"denokv snapshot_read {proto}", kv), (f"trivial ASGI {proto}", tr)):
+        for name, d in ((f"denokv snapshot_read {proto}", kv), (f"trivial app {proto}", tr)):
             mine = d is kv
             if not mine:
                 target = ""
@@ -590,7 +455,7 @@ def http_table(h: dict[str, Any]) -> str:
     return table(rows)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=10, help="measured window per phase")
     p.add_argument("--readers", type=int, default=2, help="reader processes")
@@ -604,62 +469,69 @@ def main() -> int:
     p.add_argument("--http-concurrency", type=int, default=64,
                    help="concurrent requests, over all loaders")  # fmt: skip
     p.add_argument("--http-loaders", type=int, default=1, help="loader processes")
+    p.add_argument("--processes", default="",
+                   help="`denokv serve --processes` values, comma-separated, one server run "
+                   "each (e.g. 1,2); default: one run with the server's default")  # fmt: skip
+    p.add_argument("--fsync-delay-ms", type=float, default=0,
+                   help="run every child (server, its workers, Deno's in-process engine) "
+                   "with each fsync/fdatasync delayed this long: a slow disk")  # fmt: skip
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra argument for `denokv serve` (repeatable), e.g. "
                    "--server-arg=--num-workers=2")  # fmt: skip
     p.add_argument("--json-out", type=Path, help="also write every figure to this JSON file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to this long for the machine's CPU use to drop "
+                   "below 15 %% of one CPU")  # fmt: skip
     args = p.parse_args()
     if args.accounts < 2:
         p.error("--accounts must be at least 2")
-
-    # SIGTERM ends the run like Ctrl-C: the `finally` below stops every child.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    background = background_load()
-    token = secrets.token_urlsafe(18)
-    work = Path(tempfile.mkdtemp(prefix="denokv-bench-"))
-    children = Children()
-    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-    report["background_cpu_pct"] = background
-    t0 = time.monotonic()
     try:
-        total_r, total_w = args.readers * args.concurrency, args.writers * args.concurrency
-        print(f"bank: {args.accounts} accounts, {args.readers} reader + {args.writers} writer "
-              f"processes x {args.concurrency} loops, {args.seconds:g} s, "
-              f"server --http-server {args.http_server} {' '.join(args.server_arg)}; "
-              f"background CPU {background:.0f} %",
-              flush=True)  # fmt: skip
-        srv = run_server_side(children, work, token, args)
-        report["server"] = srv
-        print(f"  denokv server done: {srv['reads_per_s']:,.0f} reads/s, "
-              f"{srv['transfers_per_s']:,.0f} transfers/s", flush=True)  # fmt: skip
-        base = None
+        args.process_counts = [int(n) for n in args.processes.split(",") if n.strip()] or [None]
+    except ValueError:
+        p.error("--processes takes whole numbers separated by commas, e.g. 1,2")
+    if any(n is not None and n < 1 for n in args.process_counts):
+        p.error("--processes values must be at least 1")
+    return args
+
+
+def server_label(processes: int | None) -> str:
+    return "denokv" if processes is None else f"denokv, {processes} proc"
+
+
+def run_all(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> None:
+    """The phases, in order; every figure goes into `report` as soon as it is known."""
+    token = secrets.token_urlsafe(18)
+    children = Children()
+    try:
+        args.shim = use_fsync_delay(args.fsync_delay_ms, work)
+        report["servers"] = {}
+        for processes in args.process_counts:
+            srv = run_server_side(children, work, token, args, processes)
+            report["servers"][server_label(processes)] = srv
+            print(f"  {server_label(processes)} done: {srv['reads_per_s']:,.0f} reads/s, "
+                  f"{srv['transfers_per_s']:,.0f} transfers/s, server CPU "
+                  f"{srv['server_cpu_pct']:.0f} % over {srv['server_processes']} "
+                  "processes", flush=True)  # fmt: skip
         if not args.skip_baseline:
+            total_r, total_w = args.readers * args.concurrency, args.writers * args.concurrency
             print(f"  baseline: 1 Deno process, {total_r} reader + {total_w} writer loops, "
                   "Deno.openKv(<file>)", flush=True)  # fmt: skip
-            base = run_baseline(children, work, token, args)
-            report["baseline"] = base
+            report["baseline"] = run_baseline(children, work, token, args)
         if not args.skip_http:
             print(f"  raw HTTP: {args.http_concurrency} concurrent POSTs, "
                   f"{args.http_seconds:g} s per run", flush=True)  # fmt: skip
             report["http"] = run_http_compare(children, work, token, args)
     finally:
         children.stop_all()
-        if args.json_out:
-            args.json_out.write_text(json.dumps(report, indent=2, default=str))
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
-    print()
-    print(bank_table(srv, base))
-    print()
-    if "http" in report:
-        print(http_table(report["http"]))
-        print()
+
+def find_problems(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
     problems = []
-    for name, res in (("denokv server", srv), ("in-process", base)):
-        if res is None:
-            continue
+    runs = [(name, res) for name, res in report.get("servers", {}).items()]
+    if report.get("baseline"):
+        runs.append(("in-process", report["baseline"]))
+    for name, res in runs:
         if not res["balance_ok"]:
             problems.append(f"{name}: balance check failed: {res.get('verify_via_server')} "
                             f"{res.get('verify_via_file')}")  # fmt: skip
@@ -667,24 +539,59 @@ def main() -> int:
             problems.append(f"{name}: {res['errors']} client errors, e.g. {res['error_samples']}")
         if res["read_misses"]:
             problems.append(f"{name}: {res['read_misses']} reads found no account")
-    for name in ("server_log_problems",):
-        if srv.get(name):
-            problems.append(f"denokv server log: {srv[name]}")
-    if srv.get("server_exit") not in (0, None):
-        problems.append(f"denokv server exited with status {srv['server_exit']}")
+        if res.get("server_log_problems"):
+            problems.append(f"{name} server log: {res['server_log_problems']}")
+        if res.get("server_exit") not in (0, None):
+            problems.append(f"{name}: server exited with status {res['server_exit']}")
+        if args.shim is not None and not all(res["fsync_shim_loaded"]):
+            problems.append(f"{name}: the fsync shim is missing from some processes: "
+                            f"{res['fsync_shim_loaded']}")  # fmt: skip
+    for k, d in report.get("http", {}).items():
+        if isinstance(d, dict) and (d["errors"] or set(d["statuses"]) - {"200"}):
+            problems.append(f"raw HTTP {k}: statuses {d['statuses']}, "
+                            f"errors {d['errors']} {d['error_samples']}")  # fmt: skip
+    if report.get("http", {}).get("denokv_log_problems"):
+        problems.append(f"denokv server log (HTTP run): {report['http']['denokv_log_problems']}")
+    return problems
+
+
+def main() -> int:
+    args = parse_args()
+    # SIGTERM ends the run like Ctrl-C: the `finally` below stops every child.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    background = wait_for_quiet(args.wait_quiet) if args.wait_quiet else background_load()
+    work = Path(tempfile.mkdtemp(prefix="denokv-bench-"))
+    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    report["background_cpu_pct"] = background
+    disk = f"fsync +{args.fsync_delay_ms:g} ms" if args.fsync_delay_ms > 0 else "real disk"
+    print(f"bank: {args.accounts} accounts, {args.readers} reader + {args.writers} writer "
+          f"processes x {args.concurrency} loops, {args.seconds:g} s, {disk}, "
+          f"server --http-server {args.http_server} {' '.join(args.server_arg)}; "
+          f"background CPU {background:.0f} %", flush=True)  # fmt: skip
+    t0 = time.monotonic()
+    try:
+        run_all(args, work, report)
+    finally:
+        report["machine_cpu_after_pct"] = background_load()
+        if args.json_out:
+            args.json_out.write_text(json.dumps(report, indent=2, default=str))
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+    print()
+    print(bank_table(report["servers"], report.get("baseline"), bank_targets(args.fsync_delay_ms)))
+    print()
     if "http" in report:
-        for k, d in report["http"].items():
-            if isinstance(d, dict) and (d["errors"] or set(d["statuses"]) - {"200"}):
-                problems.append(f"raw HTTP {k}: statuses {d['statuses']}, "
-                                f"errors {d['errors']} {d['error_samples']}")  # fmt: skip
-        if report["http"].get("denokv_log_problems"):
-            problems.append(
-                f"denokv server log (HTTP run): {report['http']['denokv_log_problems']}"
-            )
+        print(http_table(report["http"]))
+        print()
+    problems = find_problems(report, args)
     for line in problems:
         print("PROBLEM:", line)
+    total = (os.cpu_count() or 1) * 100
+    print(f"machine CPU before the run {background:.0f} %, 1 s after it "
+          f"{report['machine_cpu_after_pct']:.0f} % (of {total} %)")  # fmt: skip
     if background > 20:
-        total = (os.cpu_count() or 1) * 100
         print(f"WARNING: other processes used {background:.0f} % CPU (of {total} %) before "
               "the run; the figures above are not reliable")  # fmt: skip
     print(f"total time {time.monotonic() - t0:.0f} s")

@@ -11,9 +11,10 @@ b. **Server CPU per request.** The `bench/http_load.ts` loader (one Deno
    process, `--http-concurrency` requests in flight) sends KV Connect
    `snapshot_read` bodies to `denokv serve` and, as the baseline, to the
    trivial app (`bench/trivial_app.py`) on the same HTTP front, over HTTP/1.1
-   and h2c. CPU figures are the server process's own CPU time (utime + stime)
-   divided by the requests it answered in the window: other processes on the
-   machine change the wall time, not that.
+   and h2c; denokv runs as one process (`--processes 1`), like the trivial
+   app. CPU figures are the server's own CPU time (utime + stime, summed over
+   its process tree) divided by the requests it answered in the window: other
+   processes on the machine change the wall time much more than that.
 
 Exit status 1 if a Deno client fails, a request does not get 200, or a server
 logs an error.
@@ -109,8 +110,10 @@ def run_cpu(children: Children, work: Path, args: argparse.Namespace) -> dict[st
     for front, denokv_front in fronts:
         for rep in range(args.repeats):
             if denokv_front is not None:
+                # One process, like the trivial app it is compared with.
+                one = 1 if denokv_front == "granian" else None
                 srv = start_denokv(children, work / f"cpu-{front}-{rep}.sqlite", TOKEN,
-                                   denokv_front, [])  # fmt: skip
+                                   denokv_front, [], one)  # fmt: skip
                 try:
                     init = {"mode": "init", "target": srv.url, "accounts": args.accounts,
                             "initial": INITIAL}  # fmt: skip

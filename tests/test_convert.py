@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from denokv.operations import Entry, WriteResult, WriteStatus
+from denokv import limits as L
+from denokv.operations import Entry, ReadRange, WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.errors import HttpError
@@ -65,3 +66,45 @@ def test_a_stored_value_of_unknown_encoding_is_refused() -> None:
     with pytest.raises(HttpError) as caught:
         convert.read_output([[Entry(b"k", b"v", 7, bytes(10))]])
     assert (caught.value.status, caught.value.text) == (400, "The value encoding 7 is unknown.")
+
+
+# -- snapshot_read requests -------------------------------------------------------
+
+key_sizes = st.sampled_from([0, 1, 100, L.MAX_READ_KEY_SIZE, L.MAX_READ_KEY_SIZE + 1])
+read_range_messages = st.builds(
+    lambda start, end, limit, reverse: pb.ReadRange(
+        start=b"s" * start, end=b"e" * end, limit=limit, reverse=reverse
+    ),
+    key_sizes,
+    key_sizes,
+    st.sampled_from([-5, 0, 1, 2, 99, 500, L.MAX_READ_ENTRIES, L.MAX_READ_ENTRIES + 1]),
+    st.booleans(),
+)
+
+
+def expected_read(ranges: list[pb.ReadRange]) -> list[ReadRange] | str:
+    """The ranges, or the text of the first limit broken, in upstream's order."""
+    if len(ranges) > L.MAX_READ_RANGES:
+        return L.TOO_MANY_RANGES
+    for r in ranges:
+        if r.limit < 1:
+            return L.INVALID_LIMIT
+        if max(len(r.start), len(r.end)) > L.MAX_READ_KEY_SIZE:
+            return L.KEY_TOO_LARGE
+    if sum(r.limit for r in ranges) > L.MAX_READ_ENTRIES:
+        return L.TOO_MANY_ENTRIES
+    return [ReadRange(r.start, r.end, r.limit, r.reverse) for r in ranges]
+
+
+@given(st.lists(read_range_messages, max_size=L.MAX_READ_RANGES + 2))
+def test_read_ranges_keep_every_field_and_refuse_in_upstreams_order(
+    ranges: list[pb.ReadRange],
+) -> None:
+    msg = pb.SnapshotRead.FromString(pb.SnapshotRead(ranges=ranges).SerializeToString())
+    want = expected_read(ranges)
+    if isinstance(want, str):
+        with pytest.raises(HttpError) as caught:
+            convert.read_ranges(msg)
+        assert (caught.value.status, caught.value.text) == (400, want)
+    else:
+        assert convert.read_ranges(msg) == want
