@@ -316,7 +316,8 @@ def worker_hub(server: KvServer, args: argparse.Namespace) -> Any:
     if count <= 1 or args.sqlite_path == ":memory:":
         return None
     if args.http_server != "granian":
-        log.warning("--processes needs --http-server granian; serving from one process")
+        if args.processes is not None:  # asked for, not just the default
+            log.warning("--processes needs --http-server granian; serving from one process")
         return None
     host, port = parse_addr(args.addr)
     config = server.config
