@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli.serve import _run_loop, parse_addr
+from cli.runtime import parse_addr, run_loop
 from denokv.server.http import HTTP_SERVERS, serve
 
 # As long as the server's answer to a one-account snapshot_read (49 bytes).
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     host, port = parse_addr(args.addr)
-    _run_loop(serve(Trivial(), host, port, args.http_server))
+    run_loop(serve(Trivial(), host, port, args.http_server))
 
 
 if __name__ == "__main__":

@@ -24,15 +24,11 @@ FORBIDDEN = {
 }
 # Cycles known today, each to be broken by a planned change; the test fails if one of them
 # is gone (so the entry is removed) or if any other cycle appears.
-# TODO(issue 13, the CLI move): cli/serve.py and cli/replica.py import each other
-# (`_run_loop`, `parse_addr`, `start_metrics_server` one way, `run_replica` the other);
-# the shared run-time helpers get a module of their own and this entry goes.
 # TODO(issue 13): denokv/server/app.py and its fronts (asgi.py, rsgi.py, unary.py) import
 # each other: app builds them at run time, they name `KvServer` (and `KvRoute`,
 # `ServerConfig`) under TYPE_CHECKING. Small Protocols for what each front needs of the
 # server, as `denokv.console.host` does for the console, would end it.
 KNOWN_CYCLES = [
-    frozenset({"cli.serve", "cli.replica"}),
     frozenset(
         {"denokv.server.app", "denokv.server.asgi", "denokv.server.rsgi", "denokv.server.unary"}
     ),
