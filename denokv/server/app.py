@@ -16,9 +16,9 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -36,13 +36,14 @@ from denokv.server import convert
 from denokv.server.asgi import AsgiFront
 from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
+from denokv.server.host import Forwarder, Incoming, KvRoute
 from denokv.server.metadata import Endpoint
 from denokv.server.ops import Metrics, healthz_handler, metrics_handler, problems, readyz_handler
-from denokv.server.pipeline import OCTETS, BodyPolicy, ClientGone, Reply, Stream, error_reply
+from denokv.server.pipeline import OCTETS, BodyPolicy, ClientGone, Stream, error_reply
 from denokv.server.relay import Relay
 from denokv.server.rsgi import RsgiFront
 from denokv.server.tcp import AckNudger
-from denokv.server.unary import Incoming, UnaryCalls, parse_message
+from denokv.server.unary import UnaryCalls, parse_message
 from denokv.watch import Subscription
 
 log = logging.getLogger("denokv.server")
@@ -75,17 +76,6 @@ class ServerConfig:
     console: str = DEFAULT_MODE  # "read-write", "read-only" or "off" (denokv.console)
     # A worker process: every route but the KV calls goes to the main process here.
     relay_path: str | None = None
-
-
-class Forwarder(Protocol):
-    async def forward(self, method: str, body: bytes) -> tuple[int, bytes | str, bytes]:
-        """Send a data-path call to the primary; its (status, content type, body)."""
-        ...
-
-
-class KvRoute(NamedTuple):
-    name: str  # the metrics label
-    call: Callable[[Incoming], Awaitable[Reply | Stream]]
 
 
 class KvServer:
