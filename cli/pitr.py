@@ -83,13 +83,8 @@ def parse_point(text: str | None) -> Point:
 
 def run_restore(args: argparse.Namespace) -> int:
     from cli.errors import CliError
-    from timemachine.restore import (
-        NoBackup,
-        RestoreError,
-        format_time,
-        restore,
-        terminal_progress,
-    )
+    from cli.output import terminal_progress
+    from timemachine.restore import NoBackup, RestoreError, format_time, restore
     from timemachine.s3 import S3Store
     from timemachine.store import ObjectNotFound, ObjectStoreError
 
