@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import denokv
-from denokv.errors import KvValidationError
+from denokv.client.errors import KvValidationError
 from tests.conftest import ServerProcess
 
 _ns = itertools.count()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import denokv
-from denokv.errors import KvQueueError
+from denokv.client.errors import KvQueueError
 from tests.conftest import ServerProcess
 
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import denokv
+from denokv.client.errors import KvMetadataError, KvUnavailableError
 from denokv.client.remote import RetryPolicy
-from denokv.errors import KvMetadataError, KvUnavailableError
 from tests.conftest import ServerProcess
 
 

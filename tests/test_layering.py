@@ -10,6 +10,8 @@ is executed.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,3 +134,13 @@ def test_no_import_cycles_beyond_the_known_ones() -> None:
     assert unexpected == []
     gone = [sorted(c) for c in KNOWN_CYCLES if c not in cycles]
     assert gone == [], "a known cycle is broken: remove it from KNOWN_CYCLES"
+
+
+def test_the_value_codec_imports_before_the_client() -> None:
+    # `denokv.values` raises `denokv.client.errors.KvValidationError`, and the client
+    # imports the codec: only a package __init__ that loads nothing keeps this working
+    # when the codec is imported first (as the console does). The graph above cannot
+    # see it (a package's __init__ is no edge), so it is run.
+    code = "import denokv.values, denokv.console.literal, denokv.client.errors"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

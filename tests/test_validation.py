@@ -16,7 +16,7 @@ import pytest
 
 import denokv
 from denokv import limits as L
-from denokv.errors import KvValidationError
+from denokv.client.errors import KvValidationError
 from denokv.operations import (
     AtomicWrite,
     Check,

@@ -17,8 +17,8 @@ import pytest
 
 import denokv
 from denokv import mutations
+from denokv.client.errors import KvUnavailableError, KvValidationError
 from denokv.engine import Engine
-from denokv.errors import KvUnavailableError, KvValidationError
 from denokv.operations import (
     AtomicWrite,
     Mutation,

@@ -11,8 +11,8 @@ from typing import Any
 
 from denokv import queue
 from denokv.client.backend import Consistency
+from denokv.client.errors import KvUnavailableError, KvValidationError
 from denokv.engine import Engine
-from denokv.errors import KvUnavailableError, KvValidationError
 from denokv.operations import (
     AtomicWrite,
     EngineUnavailable,
