@@ -17,7 +17,7 @@ from typing import Any
 from cli.errors import CliError
 from cli.options import add_s3_location, check_s3_store, parse_duration, s3_options
 from cli.runtime import front_options, parse_addr, run_loop, start_metrics_server, worker_hub
-from denokv import limits
+from denokv import limits, texts
 from denokv.engine import SYNCHRONOUS_MODES, Engine
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.auth import read_token_file
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             "--access-token is required (or --access-token-file, or DENO_KV_ACCESS_TOKEN)"
         )
     if len(args.access_token.encode()) < limits.MIN_ACCESS_TOKEN_LENGTH:
-        raise CliError(limits.TOKEN_TOO_SHORT)
+        raise CliError(texts.TOKEN_TOO_SHORT)
     if args.num_workers < 1:
         raise CliError("num_workers must be at least 1")
     if args.processes is not None and args.processes < 1:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from denokv.engine import Engine
+from denokv.engine_errors import WriteError
 from denokv.operations import (
     AtomicWrite,
     Check,
@@ -19,7 +20,6 @@ from denokv.operations import (
     MutationKind,
     ReadRange,
     ValueEncoding,
-    WriteError,
     WriteStatus,
 )
 

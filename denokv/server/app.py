@@ -27,10 +27,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from denokv import limits as L
+from denokv import texts as T
 from denokv.console import DEFAULT_MODE, console_app
 from denokv.engine import Engine
+from denokv.engine_errors import EngineClosed, EngineUnavailable, WriteError
 from denokv.health import Component
-from denokv.operations import EngineClosed, EngineUnavailable, WriteError
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.asgi import AsgiFront
@@ -199,7 +200,7 @@ class KvServer:
     def admit(self, headers: Any) -> None:
         """The checks every data-path call passes before its body is read."""
         if self.closing:
-            raise HttpError(503, L.UNAVAILABLE)
+            raise HttpError(503, T.UNAVAILABLE)
         self.auth.check_data_path(headers)
         not_ready = self.config.not_ready
         if not_ready is not None and (reason := not_ready()):
@@ -258,7 +259,7 @@ async def _framework_error(request: Request, exc: Exception) -> Response:
 
 
 async def _not_found(request: Request, exc: HTTPException) -> Response:
-    return PlainTextResponse(L.NOT_FOUND, 404)
+    return PlainTextResponse(T.NOT_FOUND, 404)
 
 
 async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:

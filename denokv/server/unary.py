@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from denokv import limits as L
+from denokv import texts as T
 from denokv.operations import WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
@@ -84,7 +84,7 @@ def parse_message(msg: Any, body: bytes) -> Any:
         msg.ParseFromString(body)
     except DecodeError as exc:
         raise HttpError(
-            400, L.INVALID_PROTOBUF.format(err=f"failed to decode Protobuf message: {exc}")
+            400, T.INVALID_PROTOBUF.format(err=f"failed to decode Protobuf message: {exc}")
         ) from None
     return msg
 
