@@ -8,7 +8,7 @@
    `denokv serve`, printed beside the Deno-client figures when bank.py's
    `--json-out` file is given.
 
-    .venv/bin/python bench/client.py [--seconds 10] [--deno-json bench/out/bank.json]
+    .venv/bin/python -m bench.client [--seconds 10] [--deno-json bench/out/bank.json]
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import denokv  # noqa: E402
-from denokv.keys import encode_key  # noqa: E402
-from denokv.values import encode_value  # noqa: E402
+import denokv
+from denokv.keys import encode_key
+from denokv.values import encode_value
+from tests.support.paths import ROOT
 
 ACCOUNTS = 10_000
 

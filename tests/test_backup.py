@@ -16,10 +16,11 @@ import pytest
 
 import denokv
 from denokv.proto import backup_pb2
-from tests.conftest import ROOT, ServerProcess, run_deno
-from tests.s3support import get_object, list_keys, put_object, s3_env
+from tests.support.deno import run_deno
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import get_object, list_keys, put_object, s3_env
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = pytest.mark.s3
 
 PREFIX = "prod/kv/"

@@ -13,7 +13,7 @@ import pytest
 
 import denokv
 from denokv.client.errors import KvValidationError
-from tests.conftest import ServerProcess
+from tests.support.processes import ServerProcess
 
 _ns = itertools.count()
 

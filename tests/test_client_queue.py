@@ -12,7 +12,7 @@ import pytest
 
 import denokv
 from denokv.client.errors import KvQueueError
-from tests.conftest import ServerProcess
+from tests.support.processes import ServerProcess
 
 
 async def run_listener(kv: denokv.Kv, handler, until, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]

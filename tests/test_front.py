@@ -16,8 +16,10 @@ import httpx
 import pytest
 
 from denokv import texts as T
-from tests.conftest import DENO_SCRIPTS, ServerProcess, deno_binary, deno_env, run_deno
-from tests.kvconnect import NIL_ID, RawKv
+from tests.support.deno import deno_binary, deno_env, run_deno
+from tests.support.kvconnect import NIL_ID, RawKv
+from tests.support.paths import DENO_SCRIPTS
+from tests.support.processes import ServerProcess
 
 DATA_HEADERS = {"x-denokv-version": "3", "x-denokv-database-id": NIL_ID}
 

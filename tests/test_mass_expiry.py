@@ -25,10 +25,9 @@ import denokv
 from denokv import writer as writer_module
 from denokv.engine import Engine
 from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
-from tests.conftest import ROOT, ServerProcess
-from tests.s3support import s3_env
-
-pytest_plugins = ("tests.s3support",)
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import s3_env
 
 KEYS = 70_000
 PREFIX = "expiry/"

@@ -26,8 +26,8 @@ from denokv.engine_errors import EngineUnavailable, WriteError
 from denokv.proto import datapath_pb2 as pb
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.http import _serve_granian
-from tests.conftest import free_port, wait_for_port
-from tests.kvconnect import NIL_ID, set_mutation
+from tests.support.kvconnect import NIL_ID, set_mutation
+from tests.support.ports import free_port, wait_for_port
 
 TOKEN = "pipeline-token-0123456789"
 HEADERS = {"authorization": f"Bearer {TOKEN}", "x-denokv-version": "3",

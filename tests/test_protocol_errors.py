@@ -14,8 +14,8 @@ import pytest
 
 from denokv import texts as T
 from denokv.proto import datapath_pb2 as pb
-from tests.conftest import ServerProcess
-from tests.kvconnect import RawKv, file_state, set_mutation, u64
+from tests.support.kvconnect import RawKv, file_state, set_mutation, u64
+from tests.support.processes import ServerProcess
 
 KEY = b"\x02k\x00"
 

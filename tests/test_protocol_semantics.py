@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from denokv.proto import datapath_pb2 as pb
-from tests.conftest import ServerProcess
-from tests.kvconnect import RawKv, set_mutation
+from tests.support.kvconnect import RawKv, set_mutation
+from tests.support.processes import ServerProcess
 
 
 @pytest.fixture(scope="module")

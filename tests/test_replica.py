@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 import denokv
-from tests.conftest import DENO_SCRIPTS, ROOT, ServerProcess, deno_binary, deno_env
-from tests.s3support import list_keys, s3_env
+from tests.support.deno import deno_binary, deno_env
+from tests.support.paths import DENO_SCRIPTS, ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import list_keys, s3_env
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = pytest.mark.s3
 
 PREFIX = "kv/"
@@ -294,7 +295,7 @@ def test_a_replica_with_a_wrong_primary_token_answers_a_clear_4xx_and_logs_it_on
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:
     from denokv.client.errors import KvConnectError
-    from tests.conftest import run_deno
+    from tests.support.deno import run_deno
 
     endpoint, bucket = s3_bucket
     primary = start_primary(tmp_path, endpoint, bucket)

@@ -12,8 +12,6 @@ import pytest
 from tests.test_backup import kv_rows, primary, restore, wait_shipped, workload
 from timemachine.retention import doomed_generations
 
-pytest_plugins = ("tests.s3support",)
-
 DAY_MS = 86_400_000
 
 

@@ -30,7 +30,7 @@ from denokv.operations import (
     ValueEncoding,
     WriteStatus,
 )
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 PATIENCE_S = 10
 

@@ -22,8 +22,8 @@ from denokv.operations import AtomicWrite, Check, Enqueue, Mutation, MutationKin
 from denokv.proto import datapath_pb2 as pb
 from denokv.validation import MAX_TIMESTAMP_MS, check_write
 from denokv.values import KvU64
-from tests.conftest import ServerProcess
-from tests.kvconnect import RawKv, file_state, set_mutation
+from tests.support.kvconnect import RawKv, file_state, set_mutation
+from tests.support.processes import ServerProcess
 
 KEY = b"\x02k\x00"
 

@@ -6,10 +6,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import s3bench as sb
-
-from tests.s3support import get_object
+from bench import s3bench as sb
+from tests.support.s3 import get_object
 from timemachine.codec import decode_segment
 
 rate = float(sys.argv[1]) if len(sys.argv) > 1 else 1000

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import denokv
-from tests.conftest import ROOT, ServerProcess
-from tests.s3support import list_keys, s3_client, s3_env
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import list_keys, s3_client, s3_env
 
 PREFIX = "proofs/kv/"
 Row = tuple[bytes, bytes, int, int]
