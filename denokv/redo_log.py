@@ -68,9 +68,12 @@ SELECT_BACKLOG = (
     "select count(*), coalesce(sum(length(k) + coalesce(length(v), 0)), 0) from denokv_redo_log"
 )
 TRIM = (
-    "delete from denokv_redo_log where versionstamp12 <= ? "
+    "delete from denokv_redo_log where versionstamp12 in ("
+    "select versionstamp12 from denokv_redo_log where versionstamp12 <= ? "
+    "order by versionstamp12 limit ?) "
     "returning length(k) + coalesce(length(v), 0)"
 )
+TRIM_BATCH = 5_000  # shipped rows deleted per commit: a trim never holds up the writer long
 SELECT_STATE = "select k, v from denokv_backup_state"
 UPSERT_STATE = (
     "insert into denokv_backup_state (k, v) values (?, ?) "
@@ -250,15 +253,20 @@ class RedoLog:
                 self.oldest_ms = rows[0][1]
             self.captured_version = version
 
-    def trim(self, conn: sqlite3.Connection, through12: bytes, state: dict[str, str]) -> None:
-        """Drop shipped rows and record the backup state (inside a writer job)."""
-        removed = [row[0] for row in conn.execute(TRIM, (through12,))]
-        write_state(conn, state)
+    def trim(self, conn: sqlite3.Connection, through12: bytes, limit: int = TRIM_BATCH) -> bool:
+        """Drop up to `limit` shipped rows (inside a writer job); True while more remain.
+
+        Record the new backup state first, in a job of its own: rows a crash
+        leaves behind are at or before what the state says was shipped, and the
+        next trim takes them.
+        """
+        removed = [row[0] for row in conn.execute(TRIM, (through12, limit))]
         oldest = conn.execute(SELECT_OLDEST_TIME).fetchone()
         with self._lock:
             self.entries = max(0, self.entries - len(removed))
             self.bytes = max(0, self.bytes - sum(removed) - ROW_OVERHEAD * len(removed))
             self.oldest_ms = oldest[0] if oldest else None
+        return len(removed) == limit
 
 
 def _rows(

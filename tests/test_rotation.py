@@ -169,3 +169,25 @@ async def test_backups_written_before_lineage_still_restore(engine: Engine, tmp_
     out = tmp_path / "old-format.sqlite"
     await restore(store, PREFIX, Point(), out)
     assert rows(out) == expected
+
+
+async def test_shipped_rows_are_trimmed_a_bounded_batch_per_commit(engine: Engine) -> None:
+    from denokv import redo_log
+
+    store = MemoryStore("bkt")
+    shipper = Shipper(engine, store, PREFIX, ShipperOptions())
+    await shipper.sync_once()
+    for start in range(0, 12_000, 1000):
+        mutations = tuple(
+            Mutation(b"\x02t%d\x00" % i, MutationKind.SET, b"v", ValueEncoding.BYTES)
+            for i in range(start, start + 1000)
+        )
+        assert (await engine.atomic_write(AtomicWrite(mutations=mutations))).ok
+    assert engine.redo is not None and engine.redo.backlog().entries == 12_000
+    assert engine.writer is not None
+    jobs = engine.writer.stats.jobs
+    await shipper.ship_pending()
+    assert engine.redo.backlog().entries == 0
+    batches = engine.writer.stats.jobs - jobs - 1  # one job records the state
+    assert batches >= 12_000 // redo_log.TRIM_BATCH, "the trim ran as one long commit"
+    shipper.close()

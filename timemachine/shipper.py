@@ -279,15 +279,19 @@ class Shipper:
     async def _record(
         self, state: dict[str, str], trim_through: bytes, covered: int | None = None
     ) -> None:
-        """Trim shipped rows and store the backup state, in one writer job."""
+        """Store the backup state, then trim the shipped rows a bounded batch per commit."""
 
-        def trim(tx: Tx) -> None:
-            self.redo.trim(tx.conn, trim_through, state)
+        def record(tx: Tx) -> None:
+            redo_log.write_state(tx.conn, state)
             if covered is not None:
                 # A new generation's snapshot holds whatever was committed uncaptured.
                 self.redo.clear_uncaptured(tx.conn, covered)
 
-        await self.engine.run(trim, name="backup trim")
+        await self.engine.run(record, name="backup state")
+        if trim_through > ZERO12:
+            await self.engine.run_batches(
+                lambda tx: self.redo.trim(tx.conn, trim_through), name="backup trim"
+            )
 
     # -- resuming --------------------------------------------------------------------
 
