@@ -30,8 +30,11 @@ try:
         if "/logs/" not in k:
             continue
         body = get_object(moto.endpoint, sb.BUCKET, k)
-        ts, entries = decode_segment(body, k)
-        print(f"{ts / 1000 - t0:8.3f}  {len(entries):6d} entries  {len(body):7d} B")
+        segment = decode_segment(body, k)
+        print(
+            f"{segment.timestamp_ms / 1000 - t0:8.3f}  {len(segment.entries):6d} entries"
+            f"  {len(body):7d} B"
+        )
 finally:
     children.stop_all()
     moto.stop()
