@@ -31,6 +31,7 @@ import denokv
 from denokv.keys import encode_key
 from denokv.values import encode_value
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 ACCOUNTS = 10_000
 
@@ -74,12 +75,6 @@ def embedded_vs_sqlite(n: int, tmp: Path) -> dict[str, float]:
     raw_gets = n / (time.perf_counter() - start)
     conn.close()
     return {"client_set": sets, "raw_set": raw_sets, "client_get": gets, "raw_get": raw_gets}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def bank(url: str, token: str, seconds: float, readers: int, writers: int) -> dict:

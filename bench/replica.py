@@ -52,6 +52,7 @@ from typing import Any
 
 from bench import s3bench as sb
 from cli.options import parse_duration
+from denokv.versionstamp import version_of
 
 TARGETS = {1.0: (2.5, 1.0), 0.2: (0.6, None)}  # interval s -> (p99 s, PUT/s)
 
@@ -319,7 +320,7 @@ def baseline_apply(path: Path) -> float:
         conn.executemany(
             "insert or replace into kv (k, v, v_encoding, version, seq, expiration_ms) "
             "values (?, ?, ?, ?, 0, ?)",
-            [(k, v, enc, int.from_bytes(vs[:8], "big"), exp) for k, v, enc, vs, exp in rows],
+            [(k, v, enc, version_of(vs), exp) for k, v, enc, vs, exp in rows],
         )
         conn.execute("commit")
         return time.monotonic() - t0
