@@ -72,7 +72,7 @@ proto:
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. denokv/proto/datapath.proto denokv/proto/backup.proto
 
 bench: install
-	$(PY) bench/bank.py
+	$(PY) -m bench.bank
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .cache .pytest_cache

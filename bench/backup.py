@@ -1,6 +1,6 @@
 """Backup benchmark: what continuous backup to S3 costs, and how fast a restore is.
 
-    .venv/bin/python bench/backup.py [--seconds 10] [--rates 100,1000,5000]
+    .venv/bin/python -m bench.backup [--seconds 10] [--rates 100,1000,5000]
         [--keys 1000000] [--log-entries 100000] [--skip-rates] [--skip-throughput]
         [--skip-restore] [--json-out FILE] [--keep]
 
@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import s3bench as sb
+from bench import s3bench as sb
 
 PARTS = ("rates", "throughput", "restore")
 

@@ -1,7 +1,7 @@
 """Backup lineage benchmark (issue 10): memory of restore and bootstrap, and the S3
 requests of a primary with the lease and lineage records on.
 
-    .venv/bin/python bench/backup_lineage.py [--keys 1000000] [--value-size 900]
+    .venv/bin/python -m bench.backup_lineage [--keys 1000000] [--value-size 900]
         [--log-entries 100000] [--idle-seconds 60] [--busy-seconds 30]
         [--busy-rate 200] [--skip-restore] [--skip-requests] [--json-out FILE] [--keep]
 
@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import s3bench as sb
+from bench import s3bench as sb
 
 MIB = 1024 * 1024
 RSS_TARGET_MIB = 256

@@ -1,6 +1,6 @@
 """Bank-transfer benchmark: the denokv server vs Deno's in-process KV engine.
 
-    .venv/bin/python bench/bank.py [--seconds 10] [--readers 2] [--writers 2]
+    .venv/bin/python -m bench.bank [--seconds 10] [--readers 2] [--writers 2]
         [--concurrency 8] [--accounts 10000] [--skip-baseline]
         [--http-server granian|hypercorn] [--processes 1,2] [--fsync-delay-ms 2]
 
@@ -52,10 +52,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
+    ROOT,
     Children,
     CpuWindow,
     Server,
@@ -69,13 +67,13 @@ from bench.harness import (  # noqa: E402
     wait_deno_json,
     wait_for_quiet,
 )
-from denokv.keys import KvNumber, encode_key  # noqa: E402
-from denokv.proto import datapath_pb2 as pb  # noqa: E402
+from denokv.keys import KvNumber, encode_key
+from denokv.proto import datapath_pb2 as pb
 
 BENCH = ROOT / "bench"
 BANK_CLIENT = BENCH / "bank_client.ts"
 HTTP_LOAD = BENCH / "http_load.ts"
-TRIVIAL_APP = BENCH / "trivial_app.py"
+TRIVIAL_APP = "bench.trivial_app"  # the baseline server, run as `python -m` from ROOT
 INITIAL = 1000
 LOG_BASE = 1.02
 START_DELAY_S = 4.0  # time for every client process to start and connect
@@ -260,7 +258,7 @@ def run_http_compare(children: Children, work: Path, token: str, args: argparse.
         kv.stop()
         out["denokv_log_problems"] = kv.log_problems()
     port = free_port()
-    cmd = [sys.executable, str(TRIVIAL_APP), "--addr", f"127.0.0.1:{port}",
+    cmd = [sys.executable, "-m", TRIVIAL_APP, "--addr", f"127.0.0.1:{port}",
            "--http-server", args.http_server]  # fmt: skip
     trivial = Server(children, cmd, port, token, work / "trivial.log")
     try:

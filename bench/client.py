@@ -8,7 +8,7 @@
    `denokv serve`, printed beside the Deno-client figures when bank.py's
    `--json-out` file is given.
 
-    .venv/bin/python bench/client.py [--seconds 10] [--deno-json bench/out/bank.json]
+    .venv/bin/python -m bench.client [--seconds 10] [--deno-json bench/out/bank.json]
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import denokv  # noqa: E402
-from denokv.keys import encode_key  # noqa: E402
-from denokv.values import encode_value  # noqa: E402
+import denokv
+from denokv.keys import encode_key
+from denokv.values import encode_value
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 ACCOUNTS = 10_000
 
@@ -76,12 +75,6 @@ def embedded_vs_sqlite(n: int, tmp: Path) -> dict[str, float]:
     raw_gets = n / (time.perf_counter() - start)
     conn.close()
     return {"client_set": sets, "raw_set": raw_sets, "client_get": gets, "raw_get": raw_gets}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def bank(url: str, token: str, seconds: float, readers: int, writers: int) -> dict:

@@ -1,6 +1,6 @@
 """`snapshot_read` throughput with 1 and 2 server processes, driven by h2load.
 
-    .venv/bin/python bench/h2load_reads.py [--seconds 5] [--repeats 3] [--connections 16]
+    .venv/bin/python -m bench.h2load_reads [--seconds 5] [--repeats 3] [--connections 16]
         [--streams 16] [--protos h2c,http1] [--processes 1,2] [--json-out FILE]
 
 Needs `h2load` (Debian: `apt-get install -y nghttp2-client`); without it the
@@ -44,13 +44,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import httpx
 
-from bench.bank import table
+from bench.bank import TRIVIAL_APP, table
 from bench.harness import (
-    ROOT,
     Children,
     CpuWindow,
     Server,
@@ -62,7 +59,6 @@ from bench.harness import (
 from denokv.keys import KvNumber, encode_key
 from denokv.proto import datapath_pb2 as pb
 
-TRIVIAL_APP = ROOT / "bench" / "trivial_app.py"
 TOKEN = "h2load-bench-token-0123456789"
 HEADERS = {
     "authorization": f"Bearer {TOKEN}",
@@ -107,7 +103,7 @@ class TrivialGroup:
         self.port = free_port()
         self.members: list[Server] = []
         for i in range(count):
-            cmd = [sys.executable, str(TRIVIAL_APP), "--addr", f"127.0.0.1:{self.port}"]
+            cmd = [sys.executable, "-m", TRIVIAL_APP, "--addr", f"127.0.0.1:{self.port}"]
             log = work / f"trivial-{count}-{i}.log"
             self.members.append(Server(children, cmd, self.port, TOKEN, log, processes=i + 1))
 

@@ -18,14 +18,15 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+from tests.support.ports import free_port, wait_for_port
+
 FSYNC_SHIM_SOURCE = ROOT / "tests" / "native" / "fsync_shim.c"
 
 # Environment added to every child process (the slow-disk shim, when chosen).
@@ -72,25 +73,6 @@ def has_library(pid: int, path: Path | None) -> bool | None:
 
 
 # -- processes --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open within {timeout}s")
 
 
 def listeners(port: int) -> int:
@@ -369,7 +351,6 @@ def expected_processes(http_server: str, processes: int | None) -> int:
     if http_server != "granian":
         return 1
     if processes is None:
-        sys.path.insert(0, str(ROOT))
         from denokv.server.processes import default_processes
 
         return default_processes()

@@ -1,6 +1,6 @@
 """Sequential Deno latency and server CPU per request, each with its baseline in the same run.
 
-    .venv/bin/python bench/latency.py [--json-out FILE]
+    .venv/bin/python -m bench.latency [--json-out FILE]
 
 a. **Sequential latency.** One real Deno program (`bench/seq_client.ts`) awaits
    `kv.get` `--calls` times, then `kv.set` `--calls` times, one call at a time,
@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bank import (
     BANK_CLIENT,
@@ -96,7 +94,7 @@ def run_latency(children: Children, work: Path, args: argparse.Namespace) -> dic
 
 def trivial_server(children: Children, work: Path, http_server: str) -> Server:
     port = free_port()
-    cmd = [sys.executable, str(TRIVIAL_APP), "--addr", f"127.0.0.1:{port}",
+    cmd = [sys.executable, "-m", TRIVIAL_APP, "--addr", f"127.0.0.1:{port}",
            "--http-server", http_server]  # fmt: skip
     return Server(children, cmd, port, TOKEN, work / f"trivial-{http_server}.log")
 

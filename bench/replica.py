@@ -1,6 +1,6 @@
 """Read replica benchmark: replication lag, bootstrap time, time-travel checkout.
 
-    .venv/bin/python bench/replica.py [--seconds 10] [--rates 100,1000]
+    .venv/bin/python -m bench.replica [--seconds 10] [--rates 100,1000]
         [--intervals 1s,200ms] [--keys 1000000] [--log-entries 100000]
         [--skip-lag] [--skip-bootstrap] [--json-out FILE] [--keep]
 
@@ -50,9 +50,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import s3bench as sb
-
+from bench import s3bench as sb
 from cli.options import parse_duration
+from denokv.versionstamp import version_of
 
 TARGETS = {1.0: (2.5, 1.0), 0.2: (0.6, None)}  # interval s -> (p99 s, PUT/s)
 
@@ -320,7 +320,7 @@ def baseline_apply(path: Path) -> float:
         conn.executemany(
             "insert or replace into kv (k, v, v_encoding, version, seq, expiration_ms) "
             "values (?, ?, ?, ?, 0, ?)",
-            [(k, v, enc, int.from_bytes(vs[:8], "big"), exp) for k, v, enc, vs, exp in rows],
+            [(k, v, enc, version_of(vs), exp) for k, v, enc, vs, exp in rows],
         )
         conn.execute("commit")
         return time.monotonic() - t0

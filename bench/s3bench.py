@@ -1,6 +1,6 @@
 """Shared plumbing for bench/backup.py and bench/replica.py.
 
-A local moto S3 server (tests/s3support.py) with its request log, `denokv
+A local moto S3 server (tests/support/moto.py) with its request log, `denokv
 serve` primaries and replicas as child processes, the Deno write load
 (bench/kv_writer.ts), the in-process builder of big databases, and small
 helpers (metrics, redo backlog, timed CLI runs, tables). Everything listens on
@@ -29,24 +29,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(BENCH))
-
-from bank import (  # noqa: E402, F401 (re-exported for the bench scripts)
+from bench.bank import table  # noqa: F401 (re-exported for the bench scripts)
+from bench.harness import (
+    ROOT,
     Children,
     cpu_seconds,
     deno_binary,
     deno_env,
     free_port,
     machine_busy,
-    table,
     wait_for_port,
 )
+from tests.support.moto import MotoServer
+from tests.support.s3 import create_bucket, list_keys, s3_client, s3_env
 
-from tests.s3support import MotoServer, create_bucket, list_keys, s3_client, s3_env  # noqa: E402
-
+BENCH = ROOT / "bench"
 KV_WRITER = BENCH / "kv_writer.ts"
 BUCKET = "denokv-bench"
 

@@ -7,19 +7,15 @@ installed), over the same interface: RSGI for `granian` (the default),
 ASGI for `granian-asgi` and `hypercorn`. The difference between this and the
 denokv server's `/v2/snapshot_read` is the cost of the KV app itself.
 
-    python bench/trivial_app.py --addr 127.0.0.1:PORT [--http-server granian]
+    python -m bench.trivial_app --addr 127.0.0.1:PORT [--http-server granian]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from cli.serve import _run_loop, parse_addr
+from cli.runtime import parse_addr, run_loop
 from denokv.server.http import HTTP_SERVERS, serve
 
 # As long as the server's answer to a one-account snapshot_read (49 bytes).
@@ -69,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     host, port = parse_addr(args.addr)
-    _run_loop(serve(Trivial(), host, port, args.http_server))
+    run_loop(serve(Trivial(), host, port, args.http_server))
 
 
 if __name__ == "__main__":

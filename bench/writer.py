@@ -11,7 +11,7 @@ Two parts, each against a real `denokv serve` primary shipping to moto:
   `--backlog` (100,000) rows: p50/p99 of `/readyz` and `/metrics`, against
   `/healthz` (a route that reads nothing) on the same server.
 
-    .venv/bin/python bench/writer.py [--sweep-keys N] [--backlog N] [--part sweep|readyz]
+    .venv/bin/python -m bench.writer [--sweep-keys N] [--backlog N] [--part sweep|readyz]
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from s3bench import BUCKET, BenchRun, Node, free_port, metric, percentile, table
-
+from bench.s3bench import BUCKET, BenchRun, Node, free_port, metric, percentile, table
 from denokv import tables
 
 

@@ -1,1 +1,2 @@
-"""The `denokv` command line: argument and environment parsing, one module per subcommand."""
+"""The `denokv` command line: one module per subcommand (`serve`, `pitr`), dispatched by
+`main`; `runtime`, `options` and `errors` hold what the subcommands share."""

@@ -83,13 +83,8 @@ def parse_point(text: str | None) -> Point:
 
 def run_restore(args: argparse.Namespace) -> int:
     from cli.errors import CliError
-    from timemachine.restore import (
-        NoBackup,
-        RestoreError,
-        format_time,
-        restore,
-        terminal_progress,
-    )
+    from cli.output import terminal_progress
+    from timemachine.restore import NoBackup, RestoreError, format_time, restore
     from timemachine.s3 import S3Store
     from timemachine.store import ObjectNotFound, ObjectStoreError
 
@@ -136,7 +131,7 @@ def _replica_conn(path: str) -> sqlite3.Connection:
     import sqlite3
 
     from denokv.tables import migrate, transaction
-    from replica import timetravel
+    from timemachine import timetravel
 
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.execute("pragma journal_mode = wal")
@@ -176,7 +171,7 @@ def run_sync(args: argparse.Namespace) -> int:
         raise CliError(f"sync failed: {exc}") from None
     finally:
         engine.close()
-    from replica import timetravel
+    from timemachine import timetravel
 
     pending = timetravel.pending_redo(_replica_conn(args.sqlite_path))
     print(f"Synced; {pending} fetched entries wait in the redo log")
@@ -198,7 +193,7 @@ def _parse_time(text: str | None, what: str) -> int | None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from replica import timetravel
+    from timemachine import timetravel
     from timemachine.restore import format_time
 
     start = _parse_time(args.start, "start") or 0
@@ -210,7 +205,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from replica import timetravel
+    from timemachine import timetravel
 
     conn = _replica_conn(args.sqlite_path)
     current = stamps.commit_of(timetravel.current12(conn))
@@ -220,7 +215,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_checkout(args: argparse.Namespace) -> int:
     from cli.errors import CliError
-    from replica import timetravel
+    from timemachine import timetravel
 
     text = args.versionstamp
     try:

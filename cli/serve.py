@@ -1,4 +1,10 @@
-"""`denokv serve`: run a primary (or read-only) KV Connect server."""
+"""`denokv serve`: a KV Connect server, as a primary or (`--sync-from-s3`) a read replica.
+
+A primary serves its SQLite file (with `--s3-bucket`, shipping the backup beside it);
+a replica follows the backup in S3 and serves it read-only, forwarding writes and strong
+reads to `--primary-url`. Both take the same front, metrics and process flags
+(`cli/runtime.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,17 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
-import tempfile
 from typing import Any
 
+from cli.errors import CliError
 from cli.options import add_s3_location, check_s3_store, parse_duration, s3_options
-from denokv import limits
+from cli.runtime import front_options, parse_addr, run_loop, start_metrics_server, worker_hub
+from denokv import limits, texts
 from denokv.engine import SYNCHRONOUS_MODES, Engine
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.auth import read_token_file
 from denokv.server.http import HTTP_SERVERS, serve
+from denokv.server.metadata import Endpoint
 from timemachine.codec import COMPRESSIONS
 
 log = logging.getLogger("denokv")
@@ -184,21 +191,8 @@ def add_parser(commands: Any) -> None:
     p.set_defaults(run=run)
 
 
-def parse_addr(addr: str) -> tuple[str, int]:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"invalid --addr {addr!r}: expected HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    number = int(port)
-    if not 0 <= number <= 65535:
-        raise ValueError(f"invalid port in --addr {addr!r}")
-    return host, number
-
-
 def run(args: argparse.Namespace) -> int:
-    from cli.errors import CliError
-
+    """Check the flags both modes share, then serve as a replica or as a primary."""
     args.access_tokens = None
     if args.access_token_file:
         try:
@@ -213,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             "--access-token is required (or --access-token-file, or DENO_KV_ACCESS_TOKEN)"
         )
     if len(args.access_token.encode()) < limits.MIN_ACCESS_TOKEN_LENGTH:
-        raise CliError(limits.TOKEN_TOO_SHORT)
+        raise CliError(texts.TOKEN_TOO_SHORT)
     if args.num_workers < 1:
         raise CliError("num_workers must be at least 1")
     if args.processes is not None and args.processes < 1:
@@ -221,9 +215,14 @@ def run(args: argparse.Namespace) -> int:
     if args.sync_from_s3:
         if args.read_only:
             raise CliError("--sync-from-s3 conflicts with --read-only (a replica is read-only)")
-        from cli.replica import run_replica
-
         return run_replica(args)
+    return run_primary(args)
+
+
+# -- the primary (or a read-only server of a file) ---------------------------------
+
+
+def run_primary(args: argparse.Namespace) -> int:
     backup = bool(args.s3_bucket)
     try:
         host, port = parse_addr(args.addr)
@@ -253,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     server = KvServer(engine, config)
     start_metrics_server(server, args.metrics_addr)
     try:
-        _run_loop(
+        run_loop(
             _serve_with_backup(server, args)
             if backup
             else serve(server, host, port, args.http_server, workers=worker_hub(server, args))
@@ -298,75 +297,82 @@ async def _serve_with_backup(server: KvServer, args: argparse.Namespace) -> None
         await store.close()
 
 
-def front_options(config: ServerConfig, args: argparse.Namespace) -> None:
-    """The HTTP front's settings, the same for a primary and a replica."""
-    config.access_tokens = args.access_tokens
-    if args.access_token_file:
-        path = args.access_token_file
-        config.token_source = lambda: read_token_file(path)
-    config.body_timeout_s = args.request_body_timeout
-    config.quickack = args.tcp_quickack
+# -- the read replica (--sync-from-s3) ----------------------------------------------
+
+BOOTSTRAPPING = "The replica is still loading its snapshot from S3; try again shortly."
 
 
-def worker_hub(server: KvServer, args: argparse.Namespace) -> Any:
-    """The worker processes beside this one, when more than one process serves."""
-    from denokv.server.processes import WorkerHub, WorkerSpec, default_processes
-
-    count = args.processes if args.processes is not None else default_processes()
-    if count <= 1 or args.sqlite_path == ":memory:":
-        return None
-    if args.http_server != "granian":
-        if args.processes is not None:  # asked for, not just the default
-            log.warning("--processes needs --http-server granian; serving from one process")
-        return None
-    host, port = parse_addr(args.addr)
-    config = server.config
-    relay = tempfile.mkdtemp(prefix="denokv-")
-    spec = WorkerSpec(
-        sqlite_path=args.sqlite_path,
-        host=host,
-        port=port,
-        relay_path=os.path.join(relay, "relay.sock"),
-        readers=args.num_workers,
-        log_level=logging.getLevelName(logging.getLogger().level),
-        config={
-            "access_token": config.access_token,
-            "access_tokens": config.access_tokens,
-            "endpoints": [[e.url, e.consistency] for e in config.endpoints],
-            "watch_keepalive_s": config.watch_keepalive_s,
-            "accept_writes": config.accept_writes,
-            "reads_strongly_consistent": config.reads_strongly_consistent,
-            "body_timeout_s": config.body_timeout_s,
-            "quickack": config.quickack,
-            "token_file": args.access_token_file,
-        },
-    )
-    hub = WorkerHub(server, count, spec)
-    server.components.append(hub)
-    return hub
-
-
-def start_metrics_server(server: KvServer, addr: str | None) -> None:
-    """Serve /metrics on a port of its own when --metrics-addr is given."""
-    if not addr:
-        return
-    from prometheus_client import start_http_server
-
-    host, port = parse_addr(addr)
-    start_http_server(port, host, registry=server.metrics.registry)
-
-
-def _run_loop(main: Any) -> None:
+def run_replica(args: argparse.Namespace) -> int:
+    """Follow the backup in S3 and serve it read-only (writes go to --primary-url)."""
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    if sys.version_info >= (3, 12):
-        uvloop.run(main)
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main)
+        host, port = parse_addr(args.addr)
+        options = s3_options(args)
+        options.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    check_s3_store(options, writes=False)
+    engine = Engine(
+        args.sqlite_path,
+        synchronous=args.sqlite_synchronous,
+        readers=args.num_workers,
+        sweep_expired=False,  # expired keys are hidden; deletions come from the primary
+    )
+    try:
+        run_loop(_serve_replica(engine, args, host, port))
+    finally:
+        engine.close()
+    return 0
+
+
+async def _serve_replica(engine: Engine, args: argparse.Namespace, host: str, port: int) -> None:
+    from replica.follower import Follower
+    from replica.forwarder import PrimaryForwarder
+    from timemachine.s3 import S3Store
+
+    options = s3_options(args)
+    store = S3Store(options)
+    follower = Follower(
+        engine,
+        store,
+        options.prefix,
+        undo_window_s=args.replica_undo_window,
+        location=options.location(),
+    )
+    forwarder = None
+    endpoints = [Endpoint("/v2", "strong")]
+    if args.primary_url:
+        forwarder = PrimaryForwarder(
+            args.primary_url, args.primary_access_token or args.access_token
+        )
+        # Deno uses the first strong endpoint for everything; clients that choose
+        # by consistency read the eventual one locally.
+        endpoints = [Endpoint("/v2", "eventual"), Endpoint("/strong/v2", "strong")]
+    stats = follower.stats
+    config = ServerConfig(
+        access_token=args.access_token,
+        endpoints=endpoints,
+        metrics_on_main_port=args.metrics_addr is None,
+        accept_writes=False,
+        reads_strongly_consistent=False,
+        forwarder=forwarder,
+        not_ready=lambda: None if stats.bootstrapped else BOOTSTRAPPING,
+        console=args.console,
+    )
+    front_options(config, args)
+    server = KvServer(engine, config)
+    follower.stale_after_s = max(10.0, 5 * args.s3_poll_interval)
+    server.components.append(follower)
+    start_metrics_server(server, args.metrics_addr)
+    stop = asyncio.Event()
+    task = asyncio.create_task(follower.run(args.s3_poll_interval, stop))
+    try:
+        await serve(server, host, port, args.http_server, workers=worker_hub(server, args))
+    finally:
+        stop.set()
+        await task
+        if forwarder is not None:
+            await forwarder.close()
+        await store.close()
 
 
 def _int_or_none(value: str | None) -> int | None:

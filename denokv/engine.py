@@ -24,15 +24,9 @@ from typing import TypeVar
 
 from denokv import tables
 from denokv import versionstamp as stamps
+from denokv.engine_errors import EngineClosed
 from denokv.health import Component
-from denokv.operations import (
-    AtomicWrite,
-    EngineClosed,
-    Entry,
-    ReadRange,
-    WriteResult,
-    WriteStatus,
-)
+from denokv.operations import AtomicWrite, Entry, ReadRange, WriteResult, WriteStatus
 from denokv.redo_log import RedoLog
 from denokv.tables import check_readable, migrate
 from denokv.watch import Subscription, WatchHub

@@ -15,6 +15,7 @@ import uuid
 from denokv import tables
 from denokv import versionstamp as stamps
 from denokv.effects import Effects, QueueChangeKind
+from denokv.engine_errors import WriteError
 from denokv.limits import DEFAULT_BACKOFF_SCHEDULE
 from denokv.operations import (
     NO_EXPIRY,
@@ -24,7 +25,6 @@ from denokv.operations import (
     Mutation,
     MutationKind,
     ValueEncoding,
-    WriteError,
 )
 from denokv.v8_sum import SumError, v8_sum
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from denokv.limits import UNAVAILABLE
-
 
 class ValueEncoding(IntEnum):
     V8 = 1
@@ -90,41 +88,3 @@ class WriteResult:
     @property
     def ok(self) -> bool:
         return self.status is WriteStatus.SUCCESS
-
-
-class WriteError(Exception):
-    """A write the engine refused or could not apply; nothing of it was written.
-
-    str(exc) is the text the client is shown (HTTP 400, `KvValidationError` in the
-    embedded client): retrying the same write will not help.
-    """
-
-
-class EngineUnavailable(Exception):
-    """The engine cannot take this request now; the same request may succeed later.
-
-    str(exc) is the text the client is shown with HTTP 503 (Deno retries 503).
-    """
-
-    def __init__(self, text: str = UNAVAILABLE) -> None:
-        super().__init__(text)
-
-
-class EngineClosed(EngineUnavailable):
-    """The engine is shutting down; the request may be retried elsewhere."""
-
-
-class WriterStopped(EngineUnavailable):
-    """The writer thread is gone; no write can be taken until the process restarts."""
-
-
-class StorageFault(EngineUnavailable):
-    """SQLite could not write (disk full, I/O error, the file locked by another process).
-
-    `kind` names the condition for logs and metrics; writes resume by themselves
-    once it clears.
-    """
-
-    def __init__(self, kind: str, text: str) -> None:
-        super().__init__(text)
-        self.kind = kind

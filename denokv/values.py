@@ -56,7 +56,7 @@ from v8serialize.encode import EncodeContext, EncodeNextFn, TagWriter, serialize
 from v8serialize.extensions import NodeJsArrayBufferViewHostObjectHandler
 from v8serialize.jstypes import JSArray, JSArrayBuffer, JSHole, JSObject, JSUint8Array
 
-from denokv.errors import KvValidationError
+from denokv.client.errors import KvValidationError
 
 V8, LE64, BYTES = 1, 2, 3
 U64_MAX = (1 << 64) - 1

@@ -41,16 +41,9 @@ from typing import Any, TypeVar
 from denokv import tables
 from denokv import versionstamp as stamps
 from denokv.effects import Effects, QueueChangeKind
+from denokv.engine_errors import EngineClosed, StorageFault, WriteError, WriterStopped
 from denokv.mutations import apply_write, failed_checks
-from denokv.operations import (
-    AtomicWrite,
-    EngineClosed,
-    StorageFault,
-    WriteError,
-    WriteResult,
-    WriterStopped,
-    WriteStatus,
-)
+from denokv.operations import AtomicWrite, WriteResult, WriteStatus
 from denokv.validation import check_write
 from denokv.writer_stats import StorageFaults, WriterStats, writer_metrics
 

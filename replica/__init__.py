@@ -1,4 +1,4 @@
-"""Read replicas that follow a backup in S3, and time travel on the replica's file.
+"""Read replicas that follow a backup in S3, and forward writes to the primary.
 
-Depends on `timemachine` (layout, codecs, store) and `denokv` (engine, server).
+Depends on `timemachine` (layout, codecs, store, time travel) and `denokv` (engine, server).
 """

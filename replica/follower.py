@@ -36,8 +36,8 @@ from denokv import versionstamp as stamps
 from denokv.engine import Engine
 from denokv.writer import Tx
 from replica import staging
-from replica import timetravel as tt
 from timemachine import layout
+from timemachine import timetravel as tt
 from timemachine.chain import Chain, ChainError
 from timemachine.codec import LogEntry, SnapshotRange, decode_segment, decode_snapshot_range
 from timemachine.generations import Generation, list_generations, recovery_points

@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import time
 
+from denokv.client.errors import KvConnectError, KvMetadataError, KvUnavailableError
 from denokv.client.remote import RemoteBackend, RetryPolicy
-from denokv.errors import KvConnectError, KvMetadataError, KvUnavailableError
 
 log = logging.getLogger("denokv.replica")
 

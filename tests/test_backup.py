@@ -6,93 +6,27 @@ import asyncio
 import itertools
 import re
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-import denokv
 from denokv.proto import backup_pb2
-from tests.conftest import ROOT, ServerProcess, run_deno
-from tests.s3support import get_object, list_keys, put_object, s3_env
+from tests.support.backup_proofs import (
+    PREFIX,
+    kv_rows,
+    point_of,
+    primary,
+    restore,
+    wait_shipped,
+    workload,
+)
+from tests.support.deno import run_deno
+from tests.support.s3 import get_object, list_keys, put_object
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = pytest.mark.s3
 
-PREFIX = "prod/kv/"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def kv_rows(db: Path) -> list[tuple[bytes, bytes, int, int]]:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
-    try:
-        return conn.execute("select k, v, v_encoding, version from kv order by k").fetchall()
-    finally:
-        conn.close()
-
-
-def data_version(db: Path) -> int:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
-    try:
-        return conn.execute("select version from data_version where k = 0").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def backlog(db: Path) -> int:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
-    try:
-        return conn.execute("select count(*) from denokv_redo_log").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def primary(tmp_path: Path, endpoint: str, bucket: str, *extra: str) -> ServerProcess:
-    return ServerProcess(
-        tmp_path / "primary.sqlite",
-        extra_args=[
-            "--s3-bucket", bucket, "--s3-prefix", PREFIX, "--s3-endpoint", endpoint,
-            "--s3-force-path-style", "--s3-sync-interval", "200ms", *extra,
-        ],
-        env=s3_env(),
-    )  # fmt: skip
-
-
-def wait_shipped(db: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while backlog(db) > 0:
-        assert time.monotonic() < deadline, "the redo backlog was not shipped in time"
-        time.sleep(0.1)
-
-
-def restore(tmp_path: Path, endpoint: str, bucket: str, at: str | None, name: str,
-            *extra: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    out = tmp_path / name
-    cmd = [
-        sys.executable, "-m", "cli.main", "--sqlite-path", str(out), "pitr", "restore",
-        "--s3-bucket", bucket, "--s3-prefix", PREFIX, "--s3-endpoint", endpoint,
-        "--s3-force-path-style", *extra,
-    ]  # fmt: skip
-    if at is not None:
-        cmd += ["--at", at]
-    return subprocess.run(cmd, cwd=ROOT, env=s3_env(), capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
-
-
-async def workload(url: str, token: str, phase: int) -> None:
-    async with denokv.open_kv(url, access_token=token) as kv:
-        for i in range(20):
-            await kv.set(["user", phase, i], {"phase": phase, "i": i, "pad": "x" * i})
-        await kv.delete(["user", phase, 3])
-        await kv.atomic().sum(["counter"], 7).sum(["counter", phase], phase + 1).commit()
-        await kv.set(["expiring", phase], "long-lived expiry", expire_in=3_600_000)
-        await kv.atomic().set(["stamped", kv.commit_versionstamp()], phase).commit()
-        await kv.set(["bytes", phase], bytes(range(phase, phase + 5)))
-        if phase:
-            await kv.delete(["user", phase - 1, 5])
 
 
 @pytest.mark.deno
@@ -104,7 +38,7 @@ def test_restores_every_recorded_point_exactly(tmp_path: Path, s3_bucket: tuple[
     try:
         for phase in range(3):
             asyncio.run(workload(srv.url, srv.token, phase))
-            stamp = f"{data_version(srv.db_path):016x}0000"
+            stamp = point_of(srv.db_path)
             points.append((stamp, kv_rows(srv.db_path)))
         wait_shipped(srv.db_path)
     finally:
@@ -155,7 +89,7 @@ def test_new_generation_mid_workload_and_points_on_both_sides(
     try:
         for phase in range(3):
             asyncio.run(workload(srv.url, srv.token, phase))
-            points.append((f"{data_version(srv.db_path):016x}0000", kv_rows(srv.db_path)))
+            points.append((point_of(srv.db_path), kv_rows(srv.db_path)))
             time.sleep(1.5)  # let the next snapshot interval pass
         wait_shipped(srv.db_path)
     finally:
@@ -235,7 +169,7 @@ def test_shipping_survives_s3_faults_without_losing_or_reordering(
             proxy.passthrough()
             wait_shipped(srv.db_path, timeout=60)
         final = kv_rows(srv.db_path)
-        stamp = f"{data_version(srv.db_path):016x}0000"
+        stamp = point_of(srv.db_path)
     finally:
         srv.stop()
     counts = proxy.counts

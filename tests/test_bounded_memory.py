@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import denokv
-from tests.backup_proofs import (
+from tests.support.backup_proofs import (
     complete_generations,
     empty_bucket,
     primary,
@@ -33,9 +33,9 @@ from tests.backup_proofs import (
     wait_shipped,
     wait_until,
 )
-from tests.s3support import FaultProxy, s3_client
+from tests.support.fault_proxy import FaultProxy
+from tests.support.s3 import s3_client
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 VALUE_BYTES = 60_000  # below the 64 KiB value limit, incompressible

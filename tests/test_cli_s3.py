@@ -23,17 +23,11 @@ import pytest
 import denokv
 from cli.main import build_parser
 from cli.options import litestream_credentials, parse_s3_url, resolve_s3_url, s3_options
-from tests.conftest import ROOT, ServerProcess
-from tests.s3support import (
-    MotoServer,
-    create_bucket,
-    free_port,
-    list_keys,
-    s3_env,
-    unique_bucket_name,
-)
-
-pytest_plugins = ("tests.s3support",)
+from tests.support.moto import MotoServer
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
+from tests.support.processes import ServerProcess
+from tests.support.s3 import create_bucket, list_keys, s3_env, unique_bucket_name
 
 PREFIX = "prod/kv/"
 TOKEN = "a-long-enough-token"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import denokv
-from denokv.errors import KvValidationError
-from tests.conftest import ServerProcess
+from denokv.client.errors import KvValidationError
+from tests.support.processes import ServerProcess
 
 _ns = itertools.count()
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import denokv
-from tests.conftest import ServerProcess, run_deno
+from tests.support.deno import run_deno
+from tests.support.processes import ServerProcess
 
 pytestmark = pytest.mark.deno
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import denokv
-from denokv.errors import KvQueueError
-from tests.conftest import ServerProcess
+from denokv.client.errors import KvQueueError
+from tests.support.processes import ServerProcess
 
 
 async def run_listener(kv: denokv.Kv, handler, until, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]

@@ -9,9 +9,9 @@ import time
 import pytest
 
 import denokv
+from denokv.client.errors import KvMetadataError, KvUnavailableError
 from denokv.client.remote import RetryPolicy
-from denokv.errors import KvMetadataError, KvUnavailableError
-from tests.conftest import ServerProcess
+from tests.support.processes import ServerProcess
 
 
 async def test_a_wrong_token_is_a_clear_error(server: ServerProcess) -> None:

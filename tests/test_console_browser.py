@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, run_deno
-from tests.s3support import s3_env
+from tests.support.deno import run_deno
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import s3_env
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = [pytest.mark.browser, pytest.mark.deno]
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -26,7 +26,8 @@ from denokv.console.literal import LiteralError, parse_key, parse_value
 from denokv.console.transfer import tag_stored, untag
 from denokv.keys import decode_key, encode_key
 from denokv.values import KvU64, encode_value
-from tests.conftest import DENO_SCRIPTS, deno_binary, deno_env
+from tests.support.deno import deno_binary, deno_env
+from tests.support.paths import DENO_SCRIPTS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from denokv import limits as L
+from denokv import texts as T
 from denokv.operations import Entry, ReadRange, WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
@@ -85,14 +86,14 @@ read_range_messages = st.builds(
 def expected_read(ranges: list[pb.ReadRange]) -> list[ReadRange] | str:
     """The ranges, or the text of the first limit broken, in upstream's order."""
     if len(ranges) > L.MAX_READ_RANGES:
-        return L.TOO_MANY_RANGES
+        return T.TOO_MANY_RANGES
     for r in ranges:
         if r.limit < 1:
-            return L.INVALID_LIMIT
+            return T.INVALID_LIMIT
         if max(len(r.start), len(r.end)) > L.MAX_READ_KEY_SIZE:
-            return L.KEY_TOO_LARGE
+            return T.KEY_TOO_LARGE
     if sum(r.limit for r in ranges) > L.MAX_READ_ENTRIES:
-        return L.TOO_MANY_ENTRIES
+        return T.TOO_MANY_ENTRIES
     return [ReadRange(r.start, r.end, r.limit, r.reverse) for r in ranges]
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, run_deno
+from tests.support.deno import run_deno
+from tests.support.processes import ServerProcess
 
 pytestmark = pytest.mark.deno
 
@@ -90,7 +91,8 @@ def test_expired_keys_are_never_returned(server: ServerProcess) -> None:
 def test_sigterm_finishes_writes_in_flight(server: ServerProcess) -> None:
     import subprocess
 
-    from tests.conftest import DENO_SCRIPTS, deno_binary, deno_env
+    from tests.support.deno import deno_binary, deno_env
+    from tests.support.paths import DENO_SCRIPTS
 
     writer = subprocess.Popen(
         [deno_binary(), "run", "--unstable-kv", "-A", str(DENO_SCRIPTS / "writer.ts"), server.url],

@@ -15,9 +15,11 @@ import h2.events
 import httpx
 import pytest
 
-from denokv import limits as L
-from tests.conftest import DENO_SCRIPTS, ServerProcess, deno_binary, deno_env, run_deno
-from tests.kvconnect import NIL_ID, RawKv
+from denokv import texts as T
+from tests.support.deno import deno_binary, deno_env, run_deno
+from tests.support.kvconnect import NIL_ID, RawKv
+from tests.support.paths import DENO_SCRIPTS
+from tests.support.processes import ServerProcess
 
 DATA_HEADERS = {"x-denokv-version": "3", "x-denokv-database-id": NIL_ID}
 
@@ -103,7 +105,7 @@ def test_deeply_nested_metadata_json_is_a_400_not_a_500(server: ServerProcess) -
             headers = {"content-type": "application/json",
                        "authorization": f"Bearer {server.token}"}  # fmt: skip
             resp = client.post(server.url + "/", content=b"[" * 100_000, headers=headers)
-        assert (resp.status_code, resp.text) == (400, L.NEED_PROTOCOL_2)
+        assert (resp.status_code, resp.text) == (400, T.NEED_PROTOCOL_2)
     assert "Traceback" not in server.logs() and "ERROR" not in server.logs()
 
 
@@ -120,13 +122,13 @@ def test_a_trickling_http1_body_is_cut_off_with_408(slow_server: ServerProcess) 
     with socket.create_connection(("127.0.0.1", slow_server.port), timeout=15) as sock:
         sock.sendall(head.encode() + b"\x0a\x05")  # 2 of the 100 bytes promised, then nothing
         answer = b""
-        while b"\r\n\r\n" not in answer or not answer.endswith(L.BODY_TIMEOUT.encode()):
+        while b"\r\n\r\n" not in answer or not answer.endswith(T.BODY_TIMEOUT.encode()):
             chunk = sock.recv(4096)
             if not chunk:
                 break
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer
-    assert answer.endswith(L.BODY_TIMEOUT.encode())
+    assert answer.endswith(T.BODY_TIMEOUT.encode())
 
 
 def test_a_trickling_h2c_body_is_cut_off_with_408(slow_server: ServerProcess) -> None:
@@ -153,7 +155,7 @@ def test_a_trickling_h2c_body_is_cut_off_with_408(slow_server: ServerProcess) ->
                 elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                     ended = True
             sock.sendall(conn.data_to_send())
-    assert (status, body.decode()) == (b"408", L.BODY_TIMEOUT)
+    assert (status, body.decode()) == (b"408", T.BODY_TIMEOUT)
 
 
 def test_a_body_that_arrives_in_time_is_served(slow_server: ServerProcess) -> None:
@@ -201,7 +203,7 @@ def test_tokens_rotate_on_sighup_with_a_running_deno_program(
         assert get() == "ok"
         assert run_deno("errors.ts", srv.url, "get", token=new) == {"get": "ok"}
         reload(f"{new}\n")  # the old one is gone: 401, and Deno gives up instead of hanging
-        assert L.INVALID_TOKEN in get()
+        assert T.INVALID_TOKEN in get()
         assert run_deno("errors.ts", srv.url, "get", token=new) == {"get": "ok"}
     finally:
         deno.kill()

@@ -22,10 +22,11 @@ import httpx
 import pytest
 
 import denokv
-from tests.conftest import ROOT, ServerProcess
-from tests.s3support import FaultProxy, list_keys, s3_client, s3_env
+from tests.support.fault_proxy import FaultProxy
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import list_keys, s3_client, s3_env
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 PREFIX = "lineage/"

@@ -1,15 +1,15 @@
-"""The markers stay honest: tests/conftest.py fails a test that starts Deno, Node.js, an S3
+"""The markers stay honest: tests/support/markers.py fails a test that starts Deno, Node.js, an S3
 server, the chart tools or Chromium without the marker that `make test-fast` leaves out.
 
-Checked on a small pytest run of its own (pytester) whose conftest takes the hooks of
-ours, so what is shown is what happens to a real test of this suite.
+Checked on a small pytest run of its own (pytester) whose conftest loads the same plugin
+as ours, so what is shown is what happens to a real test of this suite.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import program_markers
+from tests.support.markers import program_markers
 
 pytest_plugins = ("pytester",)
 
@@ -29,12 +29,8 @@ markers =
 """
 CONFTEST = """
 import pytest
-from tests.conftest import (
-    _fixtures_match_markers,
-    pytest_collection_modifyitems,
-    pytest_configure,
-    pytest_runtest_protocol,
-)
+
+pytest_plugins = ("tests.support.markers",)
 
 @pytest.fixture
 def s3_bucket():

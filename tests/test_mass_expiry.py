@@ -25,10 +25,10 @@ import denokv
 from denokv import writer as writer_module
 from denokv.engine import Engine
 from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
-from tests.conftest import ROOT, ServerProcess
-from tests.s3support import s3_env
-
-pytest_plugins = ("tests.s3support",)
+from denokv.versionstamp import version_of
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import s3_env
 
 KEYS = 70_000
 PREFIX = "expiry/"
@@ -115,11 +115,11 @@ async def test_writes_are_served_between_sweep_batches(tmp_path: Path) -> None:
         for i in itertools.count():
             write = expiring_writes(1, -1, b"w%d" % i)[0]
             result = await asyncio.wait_for(engine.atomic_write(write), PATIENCE_S)
-            write_versions.append(int.from_bytes(result.versionstamp[:8], "big"))
+            write_versions.append(version_of(result.versionstamp))
             assert engine.writer is not None
             if engine.writer.stats.expired >= count or i > 10_000:
                 break
-    sweep_versions = sorted(int.from_bytes(c[:8], "big") for c in redo_commits(path))
+    sweep_versions = sorted(version_of(c) for c in redo_commits(path))
     inside = [v for v in write_versions if sweep_versions[0] < v < sweep_versions[-1]]
     assert inside, "no write was committed while the sweep was under way"
 

@@ -27,7 +27,8 @@ import pytest
 import v8serialize
 from v8serialize.jstypes import JSArray, JSBigInt
 
-from tests.conftest import ServerProcess, deno_binary, deno_env
+from tests.support.deno import deno_binary, deno_env
+from tests.support.processes import ServerProcess
 
 TESTS = Path(__file__).resolve().parent
 NODE_DIR = TESTS / "node"

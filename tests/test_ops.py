@@ -7,8 +7,9 @@ import re
 import httpx
 
 from denokv.proto import datapath_pb2 as pb
-from tests.conftest import ServerProcess, free_port
-from tests.kvconnect import RawKv, set_mutation
+from tests.support.kvconnect import RawKv, set_mutation
+from tests.support.ports import free_port
+from tests.support.processes import ServerProcess
 
 
 def metric(text: str, name: str, labels: str = "") -> float:

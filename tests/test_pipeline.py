@@ -20,14 +20,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from denokv import limits as L
+from denokv import texts as T
 from denokv.engine import Engine
-from denokv.operations import EngineUnavailable, WriteError
+from denokv.engine_errors import EngineUnavailable, WriteError
 from denokv.proto import datapath_pb2 as pb
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.http import _serve_granian
-from tests.conftest import free_port, wait_for_port
-from tests.kvconnect import NIL_ID, set_mutation
+from tests.support.kvconnect import NIL_ID, set_mutation
+from tests.support.ports import free_port, wait_for_port
 
 TOKEN = "pipeline-token-0123456789"
 HEADERS = {"authorization": f"Bearer {TOKEN}", "x-denokv-version": "3",
@@ -76,7 +76,7 @@ def fail_with(server: KvServer, exc: Exception) -> None:
 
 
 CASES = [
-    (RuntimeError("kaboom"), 500, L.INTERNAL_ERROR, 1),
+    (RuntimeError("kaboom"), 500, T.INTERNAL_ERROR, 1),
     (EngineUnavailable("The disk is full; try again later."), 503,
      "The disk is full; try again later.", 0),
     (WriteError("That write cannot be applied."), 400, "That write cannot be applied.", 0),
@@ -107,10 +107,10 @@ def test_rsgi_framework_route_error_is_a_500_logged_once(
     rsgi_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     resp = httpx.get(rsgi_url + "/boom")
-    assert (resp.status_code, resp.text) == (500, L.INTERNAL_ERROR)
+    assert (resp.status_code, resp.text) == (500, T.INTERNAL_ERROR)
     logged = errors_logged(caplog)
     assert len(logged) == 1 and logged[0].exc_info is not None
-    assert httpx.get(rsgi_url + "/no/such/route").text == L.NOT_FOUND
+    assert httpx.get(rsgi_url + "/no/such/route").text == T.NOT_FOUND
 
 
 @pytest.mark.parametrize(("exc", "status", "text", "tracebacks"), CASES)
@@ -124,7 +124,7 @@ async def test_asgi_ladder(kv_server: KvServer, caplog: pytest.LogCaptureFixture
             resp = await client.post(path, content=msg.SerializeToString(), headers=HEADERS)
             assert (resp.status_code, resp.text) == (status, text), path
         boom = await client.get("/boom")
-        assert (boom.status_code, boom.text) == (500, L.INTERNAL_ERROR)
+        assert (boom.status_code, boom.text) == (500, T.INTERNAL_ERROR)
     logged = errors_logged(caplog)
     assert len(logged) == 2 * tracebacks + 1  # + the framework route's
     assert all(r.exc_info is not None for r in logged)

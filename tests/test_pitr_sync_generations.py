@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backup_proofs import (
+from tests.support.backup_proofs import (
     complete_generations,
     kv_rows,
     point_of,
@@ -24,7 +24,6 @@ from tests.backup_proofs import (
     write_phase,
 )
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 ROTATE_EVERY = "8s"  # long enough for a write, a shipment and a `pitr sync` in between

@@ -19,10 +19,9 @@ import httpx
 import pytest
 
 from denokv.proto import datapath_pb2 as pb
-from tests.conftest import ServerProcess
-from tests.kvconnect import RawKv, set_mutation
+from tests.support.kvconnect import RawKv, set_mutation
+from tests.support.processes import ServerProcess
 
-pytest_plugins = ("tests.s3support",)
 # Each test starts a server of two processes and waits for both: 2-4 s a test.
 pytestmark = pytest.mark.slow
 
@@ -271,7 +270,7 @@ def test_with_backup_every_process_writes_reach_the_one_shipper(
     tmp_path,
     s3_bucket: tuple[str, str],  # type: ignore[no-untyped-def]
 ) -> None:
-    from tests.s3support import list_keys, s3_env
+    from tests.support.s3 import list_keys, s3_env
 
     endpoint, bucket = s3_bucket
     srv = ServerProcess(

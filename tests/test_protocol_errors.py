@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from denokv import limits as L
+from denokv import texts as T
 from denokv.proto import datapath_pb2 as pb
-from tests.conftest import ServerProcess
-from tests.kvconnect import RawKv, file_state, set_mutation, u64
+from tests.support.kvconnect import RawKv, file_state, set_mutation, u64
+from tests.support.processes import ServerProcess
 
 KEY = b"\x02k\x00"
 
@@ -81,16 +81,16 @@ def test_metadata_falls_back_to_v2(kv: RawKv) -> None:
 @pytest.mark.parametrize(
     ("body", "content_type", "auth", "status", "text"),
     [
-        ({"supportedVersions": [3]}, None, "default", 400, L.NEED_PROTOCOL_2),
-        ({"supportedVersions": [3]}, "text/plain", "default", 400, L.NEED_PROTOCOL_2),
-        (b"{not json", "application/json", "default", 400, L.NEED_PROTOCOL_2),
-        ({"supportedVersions": ["3"]}, "application/json", "default", 400, L.NEED_PROTOCOL_2),
-        ({"supportedVersions": [1]}, "application/json", "default", 400, L.NO_COMMON_VERSION),
-        ({}, "application/json", "default", 400, L.NO_COMMON_VERSION),
-        ({"supportedVersions": [3]}, "application/json", None, 401, L.MALFORMED_AUTH),
-        ({"supportedVersions": [3]}, "application/json", "Bearer", 401, L.MALFORMED_AUTH),
-        ({"supportedVersions": [3]}, "application/json", "Bearer wrong", 401, L.INVALID_TOKEN),
-        ({"supportedVersions": [3]}, "application/json", "Basic abc", 401, L.INVALID_TOKEN),
+        ({"supportedVersions": [3]}, None, "default", 400, T.NEED_PROTOCOL_2),
+        ({"supportedVersions": [3]}, "text/plain", "default", 400, T.NEED_PROTOCOL_2),
+        (b"{not json", "application/json", "default", 400, T.NEED_PROTOCOL_2),
+        ({"supportedVersions": ["3"]}, "application/json", "default", 400, T.NEED_PROTOCOL_2),
+        ({"supportedVersions": [1]}, "application/json", "default", 400, T.NO_COMMON_VERSION),
+        ({}, "application/json", "default", 400, T.NO_COMMON_VERSION),
+        ({"supportedVersions": [3]}, "application/json", None, 401, T.MALFORMED_AUTH),
+        ({"supportedVersions": [3]}, "application/json", "Bearer", 401, T.MALFORMED_AUTH),
+        ({"supportedVersions": [3]}, "application/json", "Bearer wrong", 401, T.INVALID_TOKEN),
+        ({"supportedVersions": [3]}, "application/json", "Basic abc", 401, T.INVALID_TOKEN),
     ],
 )
 def test_metadata_errors(kv: RawKv, body: object, content_type: str | None, auth: str | None,
@@ -111,14 +111,14 @@ def test_metadata_accepts_json_suffix_types_and_charset(kv: RawKv) -> None:
 @pytest.mark.parametrize(
     ("headers", "status", "text"),
     [
-        ({"x_denokv_version": None}, 400, L.EXPECTED_PROTOCOL),
-        ({"x_denokv_version": "1"}, 400, L.EXPECTED_PROTOCOL),
-        ({"authorization": None}, 401, L.MALFORMED_AUTH),
-        ({"authorization": "Bearer nope-nope-nope"}, 401, L.INVALID_TOKEN),
-        ({"x_denokv_database_id": None}, 400, L.INVALID_DATABASE_ID),
-        ({"x_denokv_database_id": "not-a-uuid"}, 400, L.INVALID_DATABASE_ID),
+        ({"x_denokv_version": None}, 400, T.EXPECTED_PROTOCOL),
+        ({"x_denokv_version": "1"}, 400, T.EXPECTED_PROTOCOL),
+        ({"authorization": None}, 401, T.MALFORMED_AUTH),
+        ({"authorization": "Bearer nope-nope-nope"}, 401, T.INVALID_TOKEN),
+        ({"x_denokv_database_id": None}, 400, T.INVALID_DATABASE_ID),
+        ({"x_denokv_database_id": "not-a-uuid"}, 400, T.INVALID_DATABASE_ID),
         ({"x_denokv_database_id": "11111111-1111-1111-1111-111111111111"}, 400,
-         L.INVALID_DATABASE_ID),
+         T.INVALID_DATABASE_ID),
     ],
 )  # fmt: skip
 def test_data_path_header_errors(kv: RawKv, headers: dict[str, str | None], status: int,
@@ -143,7 +143,7 @@ def test_malformed_protobuf(kv: RawKv) -> None:
 
 def test_unknown_route_and_wrong_method(kv: RawKv) -> None:
     resp = kv.post("/v3/snapshot_read", b"")
-    assert (resp.status_code, resp.text) == (404, L.NOT_FOUND)
+    assert (resp.status_code, resp.text) == (404, T.NOT_FOUND)
     assert kv.client.get(kv.url + "/v2/snapshot_read").status_code == 405
 
 
@@ -155,7 +155,7 @@ def assert_refused_as_too_large(kv: RawKv, send: Callable[[], httpx.Response]) -
         # still sending; httpx then cannot read the answer. The stream was refused.
         assert kv.client._transport._pool._http2  # type: ignore[attr-defined]
         return
-    assert (resp.status_code, resp.text) == (413, L.BODY_TOO_LARGE)
+    assert (resp.status_code, resp.text) == (413, T.BODY_TOO_LARGE)
 
 
 def test_bodies_over_2_mib_are_refused(kv: RawKv) -> None:
@@ -186,12 +186,12 @@ def rr(start: bytes = b"", end: bytes = b"\xff", limit: int = 1) -> pb.ReadRange
 @pytest.mark.parametrize(
     ("ranges", "text"),
     [
-        ([rr()] * 11, L.TOO_MANY_RANGES),
-        ([rr(limit=0)], L.INVALID_LIMIT),
-        ([rr(limit=-5)], L.INVALID_LIMIT),
-        ([rr(start=BIG + b"\x00")], L.KEY_TOO_LARGE),
-        ([rr(end=BIG + b"\x00")], L.KEY_TOO_LARGE),
-        ([rr(limit=600), rr(limit=401)], L.TOO_MANY_ENTRIES),
+        ([rr()] * 11, T.TOO_MANY_RANGES),
+        ([rr(limit=0)], T.INVALID_LIMIT),
+        ([rr(limit=-5)], T.INVALID_LIMIT),
+        ([rr(start=BIG + b"\x00")], T.KEY_TOO_LARGE),
+        ([rr(end=BIG + b"\x00")], T.KEY_TOO_LARGE),
+        ([rr(limit=600), rr(limit=401)], T.TOO_MANY_ENTRIES),
     ],
 )
 def test_read_limits(kv: RawKv, ranges: list[pb.ReadRange], text: str) -> None:
@@ -221,32 +221,32 @@ def enq(**kw: object) -> pb.Enqueue:
 @pytest.mark.parametrize(
     ("write", "text"),
     [
-        (pb.AtomicWrite(checks=[pb.Check(key=KEY)] * 101), L.TOO_MANY_CHECKS),
-        (pb.AtomicWrite(mutations=[mut()] * 1001), L.TOO_MANY_MUTATIONS),
-        (pb.AtomicWrite(mutations=[mut()] * 600, enqueues=[enq()] * 401), L.TOO_MANY_MUTATIONS),
-        (pb.AtomicWrite(checks=[pb.Check(key=BIG + b"\x00")]), L.KEY_TOO_LARGE),
+        (pb.AtomicWrite(checks=[pb.Check(key=KEY)] * 101), T.TOO_MANY_CHECKS),
+        (pb.AtomicWrite(mutations=[mut()] * 1001), T.TOO_MANY_MUTATIONS),
+        (pb.AtomicWrite(mutations=[mut()] * 600, enqueues=[enq()] * 401), T.TOO_MANY_MUTATIONS),
+        (pb.AtomicWrite(checks=[pb.Check(key=BIG + b"\x00")]), T.KEY_TOO_LARGE),
         (pb.AtomicWrite(checks=[pb.Check(key=KEY, versionstamp=b"12345")]),
-         L.INVALID_VERSIONSTAMP),
-        (pb.AtomicWrite(mutations=[mut(key=BIG)]), L.KEY_TOO_LARGE),
-        (pb.AtomicWrite(mutations=[mut(data=b"x" * 65537)]), L.VALUE_TOO_LARGE),
-        (pb.AtomicWrite(mutations=[mut(data=None)]), L.INVALID_MUTATION),
-        (pb.AtomicWrite(mutations=[mut(data=None, kind=pb.M_SUM)]), L.INVALID_MUTATION),
-        (pb.AtomicWrite(mutations=[mut(kind=7)]), L.INVALID_MUTATION),
-        (pb.AtomicWrite(mutations=[mut(kind=pb.M_UNSPECIFIED)]), L.INVALID_MUTATION),
+         T.INVALID_VERSIONSTAMP),
+        (pb.AtomicWrite(mutations=[mut(key=BIG)]), T.KEY_TOO_LARGE),
+        (pb.AtomicWrite(mutations=[mut(data=b"x" * 65537)]), T.VALUE_TOO_LARGE),
+        (pb.AtomicWrite(mutations=[mut(data=None)]), T.INVALID_MUTATION),
+        (pb.AtomicWrite(mutations=[mut(data=None, kind=pb.M_SUM)]), T.INVALID_MUTATION),
+        (pb.AtomicWrite(mutations=[mut(kind=7)]), T.INVALID_MUTATION),
+        (pb.AtomicWrite(mutations=[mut(kind=pb.M_UNSPECIFIED)]), T.INVALID_MUTATION),
         (pb.AtomicWrite(mutations=[mut(encoding=0)]), "The value encoding 0 is unknown."),
         (pb.AtomicWrite(mutations=[mut(encoding=9)]), "The value encoding 9 is unknown."),
-        (pb.AtomicWrite(mutations=[mut(data=b"1234567", encoding=pb.VE_LE64)]), L.INVALID_LE64),
-        (pb.AtomicWrite(mutations=[mut(expire_at_ms=-2)]), L.INVALID_EXPIRE_AT),
-        (pb.AtomicWrite(enqueues=[enq(payload=b"x" * 65537)]), L.VALUE_TOO_LARGE),
+        (pb.AtomicWrite(mutations=[mut(data=b"1234567", encoding=pb.VE_LE64)]), T.INVALID_LE64),
+        (pb.AtomicWrite(mutations=[mut(expire_at_ms=-2)]), T.INVALID_EXPIRE_AT),
+        (pb.AtomicWrite(enqueues=[enq(payload=b"x" * 65537)]), T.VALUE_TOO_LARGE),
         (pb.AtomicWrite(enqueues=[enq(keys_if_undelivered=[KEY] * 11)]),
-         L.TOO_MANY_UNDELIVERED_KEYS),
-        (pb.AtomicWrite(enqueues=[enq(keys_if_undelivered=[BIG])]), L.KEY_TOO_LARGE),
-        (pb.AtomicWrite(enqueues=[enq(backoff_schedule=[1] * 11)]), L.TOO_MANY_BACKOFF_INTERVALS),
-        (pb.AtomicWrite(enqueues=[enq(backoff_schedule=[3_600_001])]), L.BACKOFF_TOO_LARGE),
-        (pb.AtomicWrite(enqueues=[enq(deadline_ms=-1)]), L.INVALID_DEADLINE),
-        (pb.AtomicWrite(enqueues=[enq(deadline_ms=2**62)]), L.INVALID_DEADLINE),
+         T.TOO_MANY_UNDELIVERED_KEYS),
+        (pb.AtomicWrite(enqueues=[enq(keys_if_undelivered=[BIG])]), T.KEY_TOO_LARGE),
+        (pb.AtomicWrite(enqueues=[enq(backoff_schedule=[1] * 11)]), T.TOO_MANY_BACKOFF_INTERVALS),
+        (pb.AtomicWrite(enqueues=[enq(backoff_schedule=[3_600_001])]), T.BACKOFF_TOO_LARGE),
+        (pb.AtomicWrite(enqueues=[enq(deadline_ms=-1)]), T.INVALID_DEADLINE),
+        (pb.AtomicWrite(enqueues=[enq(deadline_ms=2**62)]), T.INVALID_DEADLINE),
         (pb.AtomicWrite(mutations=[mut(key=b"\x02%d\x00" % i, data=b"x" * 65536)
-                                   for i in range(13)]), L.WRITE_TOO_LARGE),
+                                   for i in range(13)]), T.WRITE_TOO_LARGE),
     ],
 )  # fmt: skip
 def test_write_limits(kv: RawKv, write: pb.AtomicWrite, text: str) -> None:
@@ -267,7 +267,7 @@ def test_the_first_failing_rule_is_the_one_reported(kv: RawKv) -> None:
         checks=[pb.Check(key=KEY, versionstamp=b"bad")],
         mutations=[mut(key=BIG)],
     )
-    assert kv.write(write).text == L.INVALID_VERSIONSTAMP
+    assert kv.write(write).text == T.INVALID_VERSIONSTAMP
 
 
 NON_U64_STORED = "Failed to perform '{}' mutation on a non-U64 value in the database"
@@ -311,7 +311,7 @@ def test_type_errors_roll_back_the_whole_write(
 
 @pytest.mark.parametrize(
     ("keys", "text"),
-    [([KEY] * 11, L.TOO_MANY_WATCH_KEYS), ([BIG], L.KEY_TOO_LARGE)],
+    [([KEY] * 11, T.TOO_MANY_WATCH_KEYS), ([BIG], T.KEY_TOO_LARGE)],
 )
 def test_watch_limits(kv: RawKv, keys: list[bytes], text: str) -> None:
     body = pb.Watch(keys=[pb.WatchKey(key=k) for k in keys]).SerializeToString()

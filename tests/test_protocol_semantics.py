@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from denokv.proto import datapath_pb2 as pb
-from tests.conftest import ServerProcess
-from tests.kvconnect import RawKv, set_mutation
+from denokv.versionstamp import version_of
+from tests.support.kvconnect import RawKv, set_mutation
+from tests.support.processes import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +64,7 @@ def test_write_output_and_versionstamps(kv: RawKv) -> None:
     second = kv.write_ok(pb.AtomicWrite())  # an empty write still commits
     assert first.status == pb.AW_SUCCESS and len(first.versionstamp) == 10
     assert first.versionstamp.endswith(b"\x00\x00")
-    delta = int.from_bytes(second.versionstamp[:8], "big") - int.from_bytes(
-        first.versionstamp[:8], "big"
-    )
+    delta = version_of(second.versionstamp) - version_of(first.versionstamp)
     assert 1 <= delta <= 9
     entry = kv.get(b"\x02vs\x00")
     assert entry is not None and entry.versionstamp == first.versionstamp

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 import denokv
-from tests.backup_proofs import (
+from tests.support.backup_proofs import (
     complete_generations,
     primary,
     query,
@@ -29,9 +29,8 @@ from tests.backup_proofs import (
     wait_shipped,
     wait_until,
 )
-from tests.conftest import ServerProcess
+from tests.support.processes import ServerProcess
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 QUEUE_ROWS = "select ts, id, data, backoff_schedule, keys_if_undelivered from queue order by id"

@@ -28,11 +28,12 @@ import httpx
 import pytest
 
 import denokv
-from tests.conftest import ROOT, ServerProcess
-from tests.s3support import FaultProxy, list_keys, s3_client, s3_env
-from tests.s3support import get_object as s3_object
+from tests.support.fault_proxy import FaultProxy
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import get_object as s3_object
+from tests.support.s3 import list_keys, s3_client, s3_env
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 PREFIX = "random/"

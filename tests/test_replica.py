@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 import denokv
-from tests.conftest import DENO_SCRIPTS, ROOT, ServerProcess, deno_binary, deno_env
-from tests.s3support import list_keys, s3_env
+from tests.support.deno import deno_binary, deno_env
+from tests.support.paths import DENO_SCRIPTS, ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import list_keys, s3_env
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = pytest.mark.s3
 
 PREFIX = "kv/"
@@ -136,15 +137,15 @@ def test_without_a_primary_writes_are_disabled_and_reads_are_eventual(
                 while (await kv.get(["total"], consistency="eventual")).value is None:
                     assert time.monotonic() < deadline
                     await asyncio.sleep(0.05)
-                with pytest.raises(denokv.errors.KvWriteDisabledError):
+                with pytest.raises(denokv.client.errors.KvWriteDisabledError):
                     await kv.set(["x"], 1)
                 with pytest.raises(
-                    denokv.errors.KvReadDisabledError,
+                    denokv.client.errors.KvReadDisabledError,
                     match="Strong consistency reads are not available",
                 ):
                     await kv.get(["total"])  # fmt: skip
 
-        import denokv.errors
+        import denokv.client.errors
 
         asyncio.run(check())
     finally:
@@ -293,8 +294,8 @@ def test_readyz_waits_for_the_bootstrap(tmp_path: Path, s3_bucket: tuple[str, st
 def test_a_replica_with_a_wrong_primary_token_answers_a_clear_4xx_and_logs_it_once(
     tmp_path: Path, s3_bucket: tuple[str, str]
 ) -> None:
-    from denokv.errors import KvConnectError
-    from tests.conftest import run_deno
+    from denokv.client.errors import KvConnectError
+    from tests.support.deno import run_deno
 
     endpoint, bucket = s3_bucket
     primary = start_primary(tmp_path, endpoint, bucket)

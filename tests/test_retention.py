@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_backup import kv_rows, primary, restore, wait_shipped, workload
+from tests.support.backup_proofs import kv_rows, primary, restore, wait_shipped, workload
 from timemachine.retention import doomed_generations
-
-pytest_plugins = ("tests.s3support",)
 
 DAY_MS = 86_400_000
 

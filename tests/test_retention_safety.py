@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.backup_proofs import (
+from tests.support.backup_proofs import (
     PREFIX,
     complete_generations,
     kv_rows,
@@ -34,10 +34,9 @@ from tests.backup_proofs import (
     wait_until,
     write_phase,
 )
-from tests.s3support import get_object, list_keys, put_object
+from tests.support.s3 import get_object, list_keys, put_object
 from timemachine import layout
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 

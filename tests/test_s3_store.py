@@ -18,18 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.s3support import (
-    ACCESS_KEY_ID,
-    SECRET_ACCESS_KEY,
-    FaultProxy,
-    create_bucket,
-    free_port,
-    unique_bucket_name,
-)
+from tests.support.fault_proxy import FaultProxy
+from tests.support.ports import free_port
+from tests.support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, create_bucket, unique_bucket_name
 from timemachine.s3 import S3Options, S3Store
 from timemachine.store import DeleteError, ObjectNotFound, ObjectStoreError
-
-pytest_plugins = ("tests.s3support",)
 
 
 def options(endpoint: str | None, bucket: str, **extra: object) -> S3Options:

@@ -9,12 +9,11 @@ import pytest
 
 from denokv.engine import Engine
 from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
-from tests.s3support import list_keys, s3_env
+from tests.support.s3 import list_keys, s3_env
 from timemachine.restore import Point, restore
 from timemachine.s3 import S3Options, S3Store
 from timemachine.shipper import Shipper, ShipperOptions
 
-pytest_plugins = ("tests.s3support",)
 pytestmark = pytest.mark.s3
 
 PREFIX = "p/"

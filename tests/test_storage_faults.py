@@ -21,16 +21,16 @@ from pathlib import Path
 import pytest
 
 from denokv.engine import Engine
+from denokv.engine_errors import StorageFault
 from denokv.operations import (
     AtomicWrite,
     Mutation,
     MutationKind,
     ReadRange,
-    StorageFault,
     ValueEncoding,
     WriteStatus,
 )
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 PATIENCE_S = 10
 
@@ -135,7 +135,8 @@ FAULTY_WRITER = """
 import asyncio, json, sys
 from pathlib import Path
 from denokv.engine import Engine
-from denokv.operations import AtomicWrite, Mutation, MutationKind, StorageFault, ValueEncoding
+from denokv.engine_errors import StorageFault
+from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
 
 def put(key):
     return AtomicWrite(mutations=(Mutation(key, MutationKind.SET, b"v", ValueEncoding.BYTES),))

@@ -13,14 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.s3support import (
-    ACCESS_KEY_ID,
-    SECRET_ACCESS_KEY,
-    S3rver,
-    create_bucket,
-    s3rver_available,
-    unique_bucket_name,
-)
+from tests.support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, create_bucket, unique_bucket_name
+from tests.support.s3rver import S3rver, s3rver_available
 from timemachine.memory_store import MemoryStore
 from timemachine.s3 import S3Options, S3Store
 from timemachine.store import (
@@ -29,8 +23,6 @@ from timemachine.store import (
     ObjectStoreError,
     check_conditional_writes,
 )
-
-pytest_plugins = ("tests.s3support",)
 
 PREFIX = "conf/"
 IGNORES_CONDITIONS = pytest.mark.xfail(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 PACKAGES = ("denokv", "timemachine", "replica", "cli")
 OWNER = ROOT / "denokv" / "tables.py"

@@ -15,22 +15,15 @@ from pathlib import Path
 import pytest
 
 import denokv
-from denokv import limits as L
-from denokv.errors import KvValidationError
-from denokv.operations import (
-    AtomicWrite,
-    Check,
-    Enqueue,
-    Mutation,
-    MutationKind,
-    ValueEncoding,
-    WriteError,
-)
+from denokv import texts as T
+from denokv.client.errors import KvValidationError
+from denokv.engine_errors import WriteError
+from denokv.operations import AtomicWrite, Check, Enqueue, Mutation, MutationKind, ValueEncoding
 from denokv.proto import datapath_pb2 as pb
 from denokv.validation import MAX_TIMESTAMP_MS, check_write
 from denokv.values import KvU64
-from tests.conftest import ServerProcess
-from tests.kvconnect import RawKv, file_state, set_mutation
+from tests.support.kvconnect import RawKv, file_state, set_mutation
+from tests.support.processes import ServerProcess
 
 KEY = b"\x02k\x00"
 
@@ -53,24 +46,24 @@ def enqueue(**fields: object) -> AtomicWrite:
 @pytest.mark.parametrize(
     ("write", "text"),
     [
-        (mutation(expire_at_ms=MAX_TIMESTAMP_MS + 1), L.INVALID_EXPIRE_AT),
-        (mutation(expire_at_ms=10**19), L.INVALID_EXPIRE_AT),
-        (mutation(expire_at_ms=-5), L.INVALID_EXPIRE_AT),
-        (mutation(expire_at_ms=1.5), L.INVALID_EXPIRE_AT),
-        (mutation(encoding=7), L.INVALID_VALUE_ENCODING.format(n=7)),
-        (mutation(encoding=ValueEncoding.LE64, value=b"123"), L.INVALID_LE64),
-        (mutation(value="text"), L.INVALID_MUTATION),
-        (mutation(key="text"), L.INVALID_MUTATION),
-        (mutation(key=b"k" * 3000), L.KEY_TOO_LARGE),
-        (mutation(value=b"v" * 70_000), L.VALUE_TOO_LARGE),
-        (enqueue(deadline_ms=2**63), L.INVALID_DEADLINE),
-        (enqueue(deadline_ms=-1), L.INVALID_DEADLINE),
-        (enqueue(backoff_schedule=(-1,)), L.BACKOFF_TOO_LARGE),
-        (enqueue(backoff_schedule=(2**40,)), L.BACKOFF_TOO_LARGE),
-        (enqueue(backoff_schedule=(1,) * 11), L.TOO_MANY_BACKOFF_INTERVALS),
-        (enqueue(keys_if_undelivered=(b"k",) * 11), L.TOO_MANY_UNDELIVERED_KEYS),
-        (AtomicWrite(checks=(Check(KEY, b"short"),)), L.INVALID_VERSIONSTAMP),
-        (AtomicWrite(checks=tuple(Check(b"%d" % i, None) for i in range(101))), L.TOO_MANY_CHECKS),
+        (mutation(expire_at_ms=MAX_TIMESTAMP_MS + 1), T.INVALID_EXPIRE_AT),
+        (mutation(expire_at_ms=10**19), T.INVALID_EXPIRE_AT),
+        (mutation(expire_at_ms=-5), T.INVALID_EXPIRE_AT),
+        (mutation(expire_at_ms=1.5), T.INVALID_EXPIRE_AT),
+        (mutation(encoding=7), T.INVALID_VALUE_ENCODING.format(n=7)),
+        (mutation(encoding=ValueEncoding.LE64, value=b"123"), T.INVALID_LE64),
+        (mutation(value="text"), T.INVALID_MUTATION),
+        (mutation(key="text"), T.INVALID_MUTATION),
+        (mutation(key=b"k" * 3000), T.KEY_TOO_LARGE),
+        (mutation(value=b"v" * 70_000), T.VALUE_TOO_LARGE),
+        (enqueue(deadline_ms=2**63), T.INVALID_DEADLINE),
+        (enqueue(deadline_ms=-1), T.INVALID_DEADLINE),
+        (enqueue(backoff_schedule=(-1,)), T.BACKOFF_TOO_LARGE),
+        (enqueue(backoff_schedule=(2**40,)), T.BACKOFF_TOO_LARGE),
+        (enqueue(backoff_schedule=(1,) * 11), T.TOO_MANY_BACKOFF_INTERVALS),
+        (enqueue(keys_if_undelivered=(b"k",) * 11), T.TOO_MANY_UNDELIVERED_KEYS),
+        (AtomicWrite(checks=(Check(KEY, b"short"),)), T.INVALID_VERSIONSTAMP),
+        (AtomicWrite(checks=tuple(Check(b"%d" % i, None) for i in range(101))), T.TOO_MANY_CHECKS),
     ],
 )
 def test_the_engine_refuses_what_sqlite_could_not_store(write: AtomicWrite, text: str) -> None:
@@ -169,15 +162,15 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     [
         (
             pb.AtomicWrite(mutations=[set_mutation(KEY, b"v", expire_at_ms=2**62)]),
-            L.INVALID_EXPIRE_AT,
+            T.INVALID_EXPIRE_AT,
         ),
         (
             pb.AtomicWrite(mutations=[set_mutation(KEY, b"v", expire_at_ms=MAX_TIMESTAMP_MS + 1)]),
-            L.INVALID_EXPIRE_AT,
+            T.INVALID_EXPIRE_AT,
         ),
         (
             pb.AtomicWrite(enqueues=[pb.Enqueue(payload=b"p", deadline_ms=2**62)]),
-            L.INVALID_DEADLINE,
+            T.INVALID_DEADLINE,
         ),
     ],
 )

@@ -42,7 +42,7 @@ from v8serialize.jstypes.jsbuffers import JSArrayBufferView
 
 from denokv.keys import decode_key, encode_key
 from denokv.values import BYTES, LE64, U64_MAX, V8, KvU64, decode_value, encode_value
-from tests.conftest import run_deno
+from tests.support.deno import run_deno
 
 NODE = shutil.which("node")
 NODE_DIR = Path(__file__).resolve().parent / "node"

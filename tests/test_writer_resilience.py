@@ -17,16 +17,15 @@ import pytest
 
 import denokv
 from denokv import mutations
+from denokv.client.errors import KvUnavailableError, KvValidationError
 from denokv.engine import Engine
-from denokv.errors import KvUnavailableError, KvValidationError
+from denokv.engine_errors import WriteError, WriterStopped
 from denokv.operations import (
     AtomicWrite,
     Mutation,
     MutationKind,
     ReadRange,
     ValueEncoding,
-    WriteError,
-    WriterStopped,
     WriteStatus,
 )
 from denokv.proto import datapath_pb2 as pb

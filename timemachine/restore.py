@@ -17,7 +17,6 @@ import collections
 import contextlib
 import os
 import sqlite3
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,17 +326,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def format_time(ms: int) -> str:
+    """A commit time in milliseconds as RFC 3339 UTC, for messages (`pitr` prints it too)."""
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def terminal_progress(stage: str, done: int, total: int) -> None:
-    if not sys.stderr.isatty() or total == 0:
-        return
-    width = 30
-    filled = width * done // total
-    sys.stderr.write(f"\r{stage:<9}[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()

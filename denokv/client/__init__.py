@@ -1,13 +1,30 @@
-"""The Python client: `open_kv` for a URL (KV Connect), a file path or `:memory:`."""
+"""The Python client: `open_kv` for a URL (KV Connect), a file path or `:memory:`.
+
+The names below are imported on first use (as in `denokv`), so importing one module of
+the package (`denokv.client.errors`, which the shared value codec raises) does not load
+the client's HTTP stack, nor the codec itself.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from denokv.client.kv import COMMIT_VERSIONSTAMP, AtomicOperation, CommitResult, Kv, KvEntry
-from denokv.client.remote import RetryPolicy
-from denokv.client.sync import SyncKv
+if TYPE_CHECKING:
+    from denokv.client.kv import COMMIT_VERSIONSTAMP, AtomicOperation, CommitResult, Kv, KvEntry
+    from denokv.client.remote import RetryPolicy
+    from denokv.client.sync import SyncKv
+
+_EXPORTS = {
+    "COMMIT_VERSIONSTAMP": "denokv.client.kv",
+    "AtomicOperation": "denokv.client.kv",
+    "CommitResult": "denokv.client.kv",
+    "Kv": "denokv.client.kv",
+    "KvEntry": "denokv.client.kv",
+    "RetryPolicy": "denokv.client.remote",
+    "SyncKv": "denokv.client.sync",
+}
 
 
 def open_kv(
@@ -25,6 +42,8 @@ def open_kv(
     Local files use the same engine as the server (options such as
     `synchronous="normal"` are passed to it) and support `listen_queue`.
     """
+    from denokv.client.kv import Kv
+
     target = str(path_or_url)
     if target.startswith(("http://", "https://")):
         from denokv.client.remote import RemoteBackend
@@ -37,7 +56,16 @@ def open_kv(
 
 def open_kv_sync(path_or_url: str | Path = ":memory:", **options: Any) -> SyncKv:
     """`open_kv` for code without an event loop: every method blocks until done."""
+    from denokv.client.sync import SyncKv
+
     return SyncKv(lambda: open_kv(path_or_url, **options))
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'denokv.client' has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
 
 __all__ = [

@@ -11,16 +11,10 @@ from typing import Any
 
 from denokv import queue
 from denokv.client.backend import Consistency
+from denokv.client.errors import KvUnavailableError, KvValidationError
 from denokv.engine import Engine
-from denokv.errors import KvUnavailableError, KvValidationError
-from denokv.operations import (
-    AtomicWrite,
-    EngineUnavailable,
-    Entry,
-    ReadRange,
-    WriteError,
-    WriteResult,
-)
+from denokv.engine_errors import EngineUnavailable, WriteError
+from denokv.operations import AtomicWrite, Entry, ReadRange, WriteResult
 from denokv.writer import now_ms
 
 log = logging.getLogger("denokv.queue")

@@ -16,8 +16,8 @@ from typing import Any, cast
 
 from denokv import limits as L
 from denokv.client.backend import Backend, Consistency
+from denokv.client.errors import KvClosedError, KvValidationError, KvWriteDisabledError
 from denokv.client.selectors import Bounds, encode_cursor, resume, selector_bounds
-from denokv.errors import KvClosedError, KvValidationError, KvWriteDisabledError
 from denokv.keys import Key, KeyPart, decode_key, encode_key
 from denokv.operations import (
     NO_EXPIRY,

@@ -21,19 +21,19 @@ from typing import TypeVar, cast
 from urllib.parse import urljoin
 
 from denokv.client.backend import Consistency
-from denokv.client.transport import (
-    AiohttpTransport,
-    HttpxTransport,
-    Transport,
-    TransportError,
-)
-from denokv.errors import (
+from denokv.client.errors import (
     KvConnectError,
     KvMetadataError,
     KvQueueError,
     KvReadDisabledError,
     KvUnavailableError,
     KvValidationError,
+)
+from denokv.client.transport import (
+    AiohttpTransport,
+    HttpxTransport,
+    Transport,
+    TransportError,
 )
 from denokv.operations import AtomicWrite, Entry, ReadRange, WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb

@@ -6,7 +6,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from denokv.errors import KvValidationError
+from denokv.client.errors import KvValidationError
 
 
 @dataclass(frozen=True, slots=True)

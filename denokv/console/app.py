@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response, S
 from starlette.routing import Route
 
 from denokv import limits as L
+from denokv import texts as T
 from denokv.console import live
 from denokv.console.data import (
     PAGE_DEFAULT,
@@ -35,8 +36,8 @@ from denokv.console.health import Sampler, health, role
 from denokv.console.literal import LiteralError, parse_key
 from denokv.console.session import Sessions, check_same_origin, cookie_header
 from denokv.console.transfer import ImportLineError, parse_import
+from denokv.engine_errors import EngineUnavailable
 from denokv.keys import KeyCodecError, encode_key
-from denokv.operations import EngineUnavailable
 from denokv.server.errors import HttpError
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class Console:
                         request.headers, request.cookies, changes=request.method != "GET"
                     )
                     if self.server.closing:
-                        raise HttpError(503, L.UNAVAILABLE)
+                        raise HttpError(503, T.UNAVAILABLE)
                 response = await handler(request)
             except HttpError as exc:
                 response = PlainTextResponse(exc.text, exc.status)
@@ -133,7 +134,7 @@ class Console:
                 response = PlainTextResponse(str(exc), 503)
             except sqlite3.Error as exc:
                 self.server.log.error("database error on %s: %s", request.url.path, exc)
-                response = PlainTextResponse(L.INTERNAL_ERROR, 500)
+                response = PlainTextResponse(T.INTERNAL_ERROR, 500)
             except ClientDisconnect:
                 response = PlainTextResponse("client disconnected", 400)
             return _secure(response)
@@ -161,7 +162,7 @@ class Console:
         body = self.files.get(name)
         suffix = name[name.rfind(".") :] if "." in name else ""
         if body is None or suffix not in _TYPES:
-            return _secure(PlainTextResponse(L.NOT_FOUND, 404))
+            return _secure(PlainTextResponse(T.NOT_FOUND, 404))
         response = _secure(Response(body, media_type=_TYPES[suffix]))
         response.headers["cache-control"] = "no-cache"
         return response
@@ -285,15 +286,15 @@ class Console:
             raise HttpError(400, f"Nothing was imported: {exc}") from None
         for e in entries:
             if len(e.key) > L.MAX_WRITE_KEY_SIZE:
-                raise HttpError(400, f"Nothing was imported: {L.KEY_TOO_LARGE}")
+                raise HttpError(400, f"Nothing was imported: {T.KEY_TOO_LARGE}")
             if len(e.value) > L.MAX_VALUE_SIZE:
-                raise HttpError(400, f"Nothing was imported: {L.VALUE_TOO_LARGE}")
+                raise HttpError(400, f"Nothing was imported: {T.VALUE_TOO_LARGE}")
         report = await self.data.import_entries(entries, int(time.time() * 1000))
         return _json(report, report.pop("status", 200))
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return _secure(PlainTextResponse(L.NOT_FOUND, 404))
+    return _secure(PlainTextResponse(T.NOT_FOUND, 404))
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
@@ -319,7 +320,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HttpError(413, L.BODY_TOO_LARGE)
+            raise HttpError(413, T.BODY_TOO_LARGE)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -341,7 +342,7 @@ def _key_text(text: str, what: str) -> bytes:
     except (LiteralError, KeyCodecError) as exc:
         raise HttpError(400, f"Cannot read the {what}: {exc}") from None
     if len(key) > L.MAX_WRITE_KEY_SIZE:
-        raise HttpError(400, L.KEY_TOO_LARGE)
+        raise HttpError(400, T.KEY_TOO_LARGE)
     return key
 
 
@@ -373,5 +374,5 @@ def _expect(body: dict[str, Any]) -> bytes | None:
         return None
     stamp = _hex(expect) if isinstance(expect, str) else None
     if stamp is None or len(stamp) != 10:
-        raise HttpError(400, L.INVALID_VERSIONSTAMP)
+        raise HttpError(400, T.INVALID_VERSIONSTAMP)
     return stamp

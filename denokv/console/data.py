@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from v8serialize.jstypes import JSBigInt, JSUint8Array, JSUndefined
 
 from denokv import limits as L
+from denokv import texts as T
 from denokv.console import jsvalue
 from denokv.console.literal import (
     LiteralError,
@@ -25,8 +26,9 @@ from denokv.console.literal import (
     parse_value,
 )
 from denokv.console.transfer import ImportedEntry, NotPlain, export_line, tag_stored
+from denokv.engine_errors import WriteError
 from denokv.keys import decode_key
-from denokv.operations import Entry, ReadRange, WriteError, WriteStatus
+from denokv.operations import Entry, ReadRange, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.errors import HttpError
@@ -298,7 +300,7 @@ def value_from_editor(kind: object, text: object) -> tuple[bytes, int]:
     except (LiteralError, ValueError, TypeError, OverflowError) as exc:
         raise HttpError(400, f"Cannot read the {kind} value: {exc}") from None
     if len(data) > L.MAX_VALUE_SIZE:
-        raise HttpError(400, L.VALUE_TOO_LARGE)
+        raise HttpError(400, T.VALUE_TOO_LARGE)
     return data, encoding
 
 

@@ -14,12 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from denokv.engine import Engine
     from denokv.server.auth import Authenticator
-
-
-class Forwarding(Protocol):
-    async def forward(self, method: str, body: bytes) -> tuple[int, bytes | str, bytes]:
-        """Send a data-path call to the primary; its (status, content type, body)."""
-        ...
+    from denokv.server.host import Forwarder
 
 
 class HostConfig(Protocol):
@@ -30,7 +25,7 @@ class HostConfig(Protocol):
     @property
     def not_ready(self) -> Callable[[], str | None] | None: ...
     @property
-    def forwarder(self) -> Forwarding | None: ...
+    def forwarder(self) -> Forwarder | None: ...
 
 
 class ConsoleHost(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from denokv.console.data import entry_json, key_json
-from denokv.operations import EngineClosed
+from denokv.engine_errors import EngineClosed
 
 KEEPALIVE_S = 15.0
 MAX_KEYS = 1000

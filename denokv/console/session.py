@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Mapping
 
-from denokv import limits as L
+from denokv import texts as T
 from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
 
@@ -39,7 +39,7 @@ class Sessions:
     def sign_in(self, token: object) -> str:
         """Check a token typed into the sign-in form; returns the new cookie value."""
         if not isinstance(token, str):
-            raise HttpError(401, L.MALFORMED_AUTH)
+            raise HttpError(401, T.MALFORMED_AUTH)
         self._auth.check_bearer(f"Bearer {token}")
         return self.issue()
 

@@ -16,9 +16,9 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,22 +27,24 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from denokv import limits as L
+from denokv import texts as T
 from denokv.console import DEFAULT_MODE, console_app
 from denokv.engine import Engine
+from denokv.engine_errors import EngineClosed, EngineUnavailable, WriteError
 from denokv.health import Component
-from denokv.operations import EngineClosed, EngineUnavailable, WriteError
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.asgi import AsgiFront
 from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
+from denokv.server.host import Forwarder, Incoming, KvRoute
 from denokv.server.metadata import Endpoint
 from denokv.server.ops import Metrics, healthz_handler, metrics_handler, problems, readyz_handler
-from denokv.server.pipeline import OCTETS, BodyPolicy, ClientGone, Reply, Stream, error_reply
+from denokv.server.pipeline import OCTETS, BodyPolicy, ClientGone, Stream, error_reply
 from denokv.server.relay import Relay
 from denokv.server.rsgi import RsgiFront
 from denokv.server.tcp import AckNudger
-from denokv.server.unary import Incoming, UnaryCalls, parse_message
+from denokv.server.unary import UnaryCalls, parse_message
 from denokv.watch import Subscription
 
 log = logging.getLogger("denokv.server")
@@ -75,17 +77,6 @@ class ServerConfig:
     console: str = DEFAULT_MODE  # "read-write", "read-only" or "off" (denokv.console)
     # A worker process: every route but the KV calls goes to the main process here.
     relay_path: str | None = None
-
-
-class Forwarder(Protocol):
-    async def forward(self, method: str, body: bytes) -> tuple[int, bytes | str, bytes]:
-        """Send a data-path call to the primary; its (status, content type, body)."""
-        ...
-
-
-class KvRoute(NamedTuple):
-    name: str  # the metrics label
-    call: Callable[[Incoming], Awaitable[Reply | Stream]]
 
 
 class KvServer:
@@ -209,7 +200,7 @@ class KvServer:
     def admit(self, headers: Any) -> None:
         """The checks every data-path call passes before its body is read."""
         if self.closing:
-            raise HttpError(503, L.UNAVAILABLE)
+            raise HttpError(503, T.UNAVAILABLE)
         self.auth.check_data_path(headers)
         not_ready = self.config.not_ready
         if not_ready is not None and (reason := not_ready()):
@@ -268,7 +259,7 @@ async def _framework_error(request: Request, exc: Exception) -> Response:
 
 
 async def _not_found(request: Request, exc: HTTPException) -> Response:
-    return PlainTextResponse(L.NOT_FOUND, 404)
+    return PlainTextResponse(T.NOT_FOUND, 404)
 
 
 async def _method_not_allowed(request: Request, exc: HTTPException) -> Response:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply
 
 if TYPE_CHECKING:
-    from denokv.server.app import KvServer
+    from denokv.server.host import FrontHost
     from denokv.server.pipeline import BodyPolicy
 
 _ALLOW_POST = [(b"allow", b"POST")]
@@ -48,7 +48,7 @@ async def _chunks(receive: Any) -> AsyncIterator[bytes]:
 class AsgiFront:
     """The ASGI application of one KvServer."""
 
-    def __init__(self, server: KvServer) -> None:
+    def __init__(self, server: FrontHost) -> None:
         self.server = server
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -141,7 +141,7 @@ async def _stream(send: Any, receive: Any, reply: Stream, what: str) -> None:
         await frames.aclose()
 
 
-async def _framework(server: KvServer, scope: Any, request: AsgiRequest, receive: Any,
+async def _framework(server: FrontHost, scope: Any, request: AsgiRequest, receive: Any,
                      send: Any) -> None:  # fmt: skip
     """The Starlette app, its body read by the pipeline's reader."""
     body_read = False

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from denokv import limits as L
+from denokv import texts as T
 from denokv.server.errors import HttpError
 
 
@@ -52,7 +53,7 @@ class Authenticator:
         compared, so timing tells neither a token's bytes nor which one matched.
         """
         if header is None or not header.isascii() or not header.isprintable() or " " not in header:
-            raise HttpError(401, L.MALFORMED_AUTH)
+            raise HttpError(401, T.MALFORMED_AUTH)
         scheme, _, token = header.partition(" ")
         presented = token.encode()
         matched = None
@@ -60,7 +61,7 @@ class Authenticator:
             if hmac.compare_digest(presented, accepted):
                 matched = token
         if scheme.lower() != "bearer" or matched is None:
-            raise HttpError(401, L.INVALID_TOKEN)
+            raise HttpError(401, T.INVALID_TOKEN)
         return matched
 
     def check_data_path(self, headers: Headers) -> int:
@@ -68,7 +69,7 @@ class Authenticator:
         get = headers.get
         version = get("x-denokv-version")
         if version not in ("2", "3"):
-            raise HttpError(400, L.EXPECTED_PROTOCOL)
+            raise HttpError(400, T.EXPECTED_PROTOCOL)
         self.check_bearer(get("authorization"))
         raw_id = get("x-denokv-database-id")
         if raw_id != self._id_spelling:  # the spelling every client sends: no parsing
@@ -77,7 +78,7 @@ class Authenticator:
             except ValueError:
                 database_id = None
             if database_id != self.database_id:
-                raise HttpError(400, L.INVALID_DATABASE_ID)
+                raise HttpError(400, T.INVALID_DATABASE_ID)
         return int(version)
 
 
@@ -89,7 +90,7 @@ def parse_token_file(text: str) -> list[str]:
         raise ValueError("the access token file holds no token")
     for t in tokens:
         if len(t.encode()) < L.MIN_ACCESS_TOKEN_LENGTH:
-            raise ValueError(L.TOKEN_TOO_SHORT)
+            raise ValueError(T.TOKEN_TOO_SHORT)
     return tokens
 
 

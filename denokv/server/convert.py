@@ -11,6 +11,7 @@ import time
 from typing import cast
 
 from denokv import limits as L
+from denokv import texts as T
 from denokv.operations import (
     NO_EXPIRY,
     AtomicWrite,
@@ -46,44 +47,44 @@ def read_ranges(msg: pb.SnapshotRead) -> list[ReadRange]:
     # a new Python object each time).
     ranges = msg.ranges
     if len(ranges) > L.MAX_READ_RANGES:
-        raise bad_request(L.TOO_MANY_RANGES)
+        raise bad_request(T.TOO_MANY_RANGES)
     total = 0
     out = []
     for r in ranges:
         limit, start, end = r.limit, r.start, r.end
         if limit < 1:
-            raise bad_request(L.INVALID_LIMIT)
+            raise bad_request(T.INVALID_LIMIT)
         if len(start) > L.MAX_READ_KEY_SIZE or len(end) > L.MAX_READ_KEY_SIZE:
-            raise bad_request(L.KEY_TOO_LARGE)
+            raise bad_request(T.KEY_TOO_LARGE)
         total += limit
         out.append(ReadRange(start, end, limit, r.reverse))
     if total > L.MAX_READ_ENTRIES:
-        raise bad_request(L.TOO_MANY_ENTRIES)
+        raise bad_request(T.TOO_MANY_ENTRIES)
     return out
 
 
 def watch_keys(msg: pb.Watch) -> list[bytes]:
     if len(msg.keys) > L.MAX_WATCHED_KEYS:
-        raise bad_request(L.TOO_MANY_WATCH_KEYS)
+        raise bad_request(T.TOO_MANY_WATCH_KEYS)
     keys = [k.key for k in msg.keys]
     if any(len(k) > L.MAX_WRITE_KEY_SIZE for k in keys):
-        raise bad_request(L.KEY_TOO_LARGE)
+        raise bad_request(T.KEY_TOO_LARGE)
     return keys
 
 
 def atomic_write(msg: pb.AtomicWrite, now_ms: int | None = None) -> AtomicWrite:
     if len(msg.checks) > L.MAX_CHECKS:
-        raise bad_request(L.TOO_MANY_CHECKS)
+        raise bad_request(T.TOO_MANY_CHECKS)
     if len(msg.mutations) + len(msg.enqueues) > L.MAX_MUTATIONS:
-        raise bad_request(L.TOO_MANY_MUTATIONS)
+        raise bad_request(T.TOO_MANY_MUTATIONS)
     total = 0
     checks = []
     for c in msg.checks:
         if len(c.key) > L.MAX_READ_KEY_SIZE:
-            raise bad_request(L.KEY_TOO_LARGE)
+            raise bad_request(T.KEY_TOO_LARGE)
         n = len(c.versionstamp)
         if n not in (0, 10):
-            raise bad_request(L.INVALID_VERSIONSTAMP)
+            raise bad_request(T.INVALID_VERSIONSTAMP)
         total += len(c.key)
         checks.append(Check(c.key, c.versionstamp if n else None))
     mutations = []
@@ -99,29 +100,29 @@ def atomic_write(msg: pb.AtomicWrite, now_ms: int | None = None) -> AtomicWrite:
         total += size
         enqueues.append(enqueue)
     if total > L.MAX_TOTAL_MUTATION_SIZE:
-        raise bad_request(L.WRITE_TOO_LARGE)
+        raise bad_request(T.WRITE_TOO_LARGE)
     return AtomicWrite(tuple(checks), tuple(mutations), tuple(enqueues))
 
 
 def _mutation(m: pb.Mutation) -> tuple[Mutation, int]:
     if len(m.key) > L.MAX_WRITE_KEY_SIZE:
-        raise bad_request(L.KEY_TOO_LARGE)
+        raise bad_request(T.KEY_TOO_LARGE)
     has_value = m.HasField("value")
     data = m.value.data if has_value else b""
     if len(data) > L.MAX_VALUE_SIZE:
-        raise bad_request(L.VALUE_TOO_LARGE)
+        raise bad_request(T.VALUE_TOO_LARGE)
     kind = _KINDS.get(m.mutation_type)
     if kind is None or (kind in _NEEDS_VALUE and not has_value):
-        raise bad_request(L.INVALID_MUTATION)
+        raise bad_request(T.INVALID_MUTATION)
     encoding = m.value.encoding if has_value else ValueEncoding.V8
     if kind is not MutationKind.DELETE:
         if encoding not in _ENCODINGS:
-            raise bad_request(L.INVALID_VALUE_ENCODING.format(n=encoding))
+            raise bad_request(T.INVALID_VALUE_ENCODING.format(n=encoding))
         if encoding == ValueEncoding.LE64 and len(data) != 8:
-            raise bad_request(L.INVALID_LE64)
+            raise bad_request(T.INVALID_LE64)
     expire_at = m.expire_at_ms
     if expire_at <= -2:
-        raise bad_request(L.INVALID_EXPIRE_AT)
+        raise bad_request(T.INVALID_EXPIRE_AT)
     if expire_at == 0:
         expire_at = NO_EXPIRY
     mutation = Mutation(
@@ -139,25 +140,25 @@ def _mutation(m: pb.Mutation) -> tuple[Mutation, int]:
 
 def _enqueue(e: pb.Enqueue, now_ms: int) -> tuple[Enqueue, int]:
     if len(e.payload) > L.MAX_VALUE_SIZE:
-        raise bad_request(L.VALUE_TOO_LARGE)
+        raise bad_request(T.VALUE_TOO_LARGE)
     size = len(e.payload)
     if len(e.keys_if_undelivered) > L.MAX_QUEUE_UNDELIVERED_KEYS:
-        raise bad_request(L.TOO_MANY_UNDELIVERED_KEYS)
+        raise bad_request(T.TOO_MANY_UNDELIVERED_KEYS)
     for key in e.keys_if_undelivered:
         if len(key) > L.MAX_WRITE_KEY_SIZE:
-            raise bad_request(L.KEY_TOO_LARGE)
+            raise bad_request(T.KEY_TOO_LARGE)
         size += len(key)
     if len(e.backoff_schedule) > L.MAX_QUEUE_BACKOFF_INTERVALS:
-        raise bad_request(L.TOO_MANY_BACKOFF_INTERVALS)
+        raise bad_request(T.TOO_MANY_BACKOFF_INTERVALS)
     for interval in e.backoff_schedule:
         if interval > L.MAX_QUEUE_BACKOFF_MS:
-            raise bad_request(L.BACKOFF_TOO_LARGE)
+            raise bad_request(T.BACKOFF_TOO_LARGE)
         size += 4
     # Upstream rejects deadlines far in the past and accepts any future one
     # (an inverted check). A past deadline only means "deliver now"; what a
     # client cannot ask for is a delay beyond the 30-day maximum.
     if e.deadline_ms < 0 or e.deadline_ms > now_ms + L.MAX_QUEUE_DELAY_MS + _CLOCK_SKEW_MS:
-        raise bad_request(L.INVALID_DEADLINE)
+        raise bad_request(T.INVALID_DEADLINE)
     enqueue = Enqueue(
         payload=e.payload,
         deadline_ms=e.deadline_ms,
@@ -218,7 +219,7 @@ def _entry(e: Entry) -> bytes:
     """One KvEntry as the `values` field (1) of a ReadRangeOutput."""
     key, value, encoding, stamp = e.key, e.value, e.encoding, e.versionstamp
     if encoding not in _ENCODINGS:
-        raise bad_request(L.INVALID_VALUE_ENCODING.format(n=encoding))
+        raise bad_request(T.INVALID_VALUE_ENCODING.format(n=encoding))
     short = _SHORT
     if len(key) < 128 and len(value) < 128 and len(stamp) < 128:  # the common case
         body = (
@@ -256,4 +257,4 @@ def watch_output(entries: list[Entry | None]) -> bytes:
 
 def _check_stored_encoding(encoding: int) -> None:
     if encoding not in _ENCODINGS:
-        raise bad_request(L.INVALID_VALUE_ENCODING.format(n=encoding))
+        raise bad_request(T.INVALID_VALUE_ENCODING.format(n=encoding))

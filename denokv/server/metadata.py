@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from denokv import limits as L
+from denokv import texts as T
 from denokv.server.errors import HttpError
 
 SUPPORTED_VERSIONS = (3, 2)
@@ -22,22 +22,22 @@ class Endpoint:
 def negotiate(content_type: str | None, body: bytes) -> int:
     """Parse the client's request and pick the newest version both sides speak."""
     if not _is_json(content_type):
-        raise HttpError(400, L.NEED_PROTOCOL_2)
+        raise HttpError(400, T.NEED_PROTOCOL_2)
     try:
         request = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
-        raise HttpError(400, L.NEED_PROTOCOL_2) from None
+        raise HttpError(400, T.NEED_PROTOCOL_2) from None
     if not isinstance(request, dict):
-        raise HttpError(400, L.NEED_PROTOCOL_2)
+        raise HttpError(400, T.NEED_PROTOCOL_2)
     offered = request.get("supportedVersions", [])
     if not isinstance(offered, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in offered
     ):
-        raise HttpError(400, L.NEED_PROTOCOL_2)
+        raise HttpError(400, T.NEED_PROTOCOL_2)
     for version in SUPPORTED_VERSIONS:
         if version in offered:
             return version
-    raise HttpError(400, L.NO_COMMON_VERSION)
+    raise HttpError(400, T.NO_COMMON_VERSION)
 
 
 def response_body(

@@ -15,7 +15,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from denokv import limits as L
-from denokv.operations import EngineUnavailable, WriteError
+from denokv import texts as T
+from denokv.engine_errors import EngineUnavailable, WriteError
 from denokv.server.errors import HttpError
 
 log = logging.getLogger("denokv.server")
@@ -57,7 +58,7 @@ def error_reply(exc: BaseException, what: str) -> Reply | None:
     if isinstance(exc, ClientGone):
         return None
     log.error("unexpected error while serving %s", what, exc_info=exc)
-    return 500, TEXT, L.INTERNAL_ERROR.encode()
+    return 500, TEXT, T.INTERNAL_ERROR.encode()
 
 
 class BodyPolicy:
@@ -84,7 +85,7 @@ class BodyPolicy:
             return None
         declared = int(content_length)
         if declared > self.max_size:
-            raise HttpError(413, L.BODY_TOO_LARGE)
+            raise HttpError(413, T.BODY_TOO_LARGE)
         return declared
 
     async def read(
@@ -106,7 +107,7 @@ class BodyPolicy:
                 raise
             self._expired.discard(task)
             task.uncancel()
-            raise HttpError(408, L.BODY_TIMEOUT) from None
+            raise HttpError(408, T.BODY_TIMEOUT) from None
         finally:
             self._waiting.pop(task, None)
         if task in self._expired:  # the body came just as its time ran out
@@ -121,7 +122,7 @@ class BodyPolicy:
         async for chunk in reader:
             size += len(chunk)
             if size > self.max_size:
-                raise HttpError(413, L.BODY_TOO_LARGE)
+                raise HttpError(413, T.BODY_TOO_LARGE)
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from denokv import limits as L
+from denokv import texts as T
 
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"host"})
 
@@ -46,7 +46,7 @@ class Relay:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError:
-            await _plain(send, 503, L.UNAVAILABLE.encode())
+            await _plain(send, 503, T.UNAVAILABLE.encode())
             return
         pump = asyncio.create_task(self._pump(response, send))
         gone = asyncio.create_task(_disconnected(receive))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply
 
 if TYPE_CHECKING:
-    from denokv.server.app import KvServer
+    from denokv.server.host import FrontHost
     from denokv.server.pipeline import BodyPolicy
 
 log = logging.getLogger("denokv.server")
@@ -78,7 +78,7 @@ def split_address(address: str) -> tuple[str, int] | None:
 class RsgiFront:
     """The RSGI application of one KvServer."""
 
-    def __init__(self, server: KvServer) -> None:
+    def __init__(self, server: FrontHost) -> None:
         self.server = server
         self.routes = server.routes
         self.policy = server.body_policy
@@ -161,7 +161,7 @@ async def _stream(proto: Any, reply: Stream, what: str) -> None:
 # -- the RSGI → ASGI bridge for the framework routes --------------------------------
 
 
-async def asgi_bridge(server: KvServer, scope: Any, proto: Any) -> None:
+async def asgi_bridge(server: FrontHost, scope: Any, proto: Any) -> None:
     """Serve one request with the ASGI framework app, on RSGI's calls."""
     request = RsgiRequest(scope.headers, proto, server.body_policy)
     asgi_scope = {

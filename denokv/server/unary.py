@@ -8,32 +8,22 @@ answered by the pipeline's one error ladder. These are the hot paths (every
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from denokv import limits as L
+from denokv import texts as T
 from denokv.operations import WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.errors import HttpError
+from denokv.server.host import CallsHost, Incoming
 from denokv.server.metadata import negotiate, response_body
 from denokv.server.pipeline import JSON, PROTOBUF, Reply
 
-if TYPE_CHECKING:
-    from denokv.server.app import KvServer
-
-
-class Incoming(Protocol):
-    """What a call needs of a request: its headers (`.get(name)`) and its body."""
-
-    headers: Any
-
-    async def body(self) -> bytes: ...
-
 
 class UnaryCalls:
-    def __init__(self, server: KvServer) -> None:
+    def __init__(self, server: CallsHost) -> None:
         self.server = server
 
     async def metadata(self, request: Incoming) -> Reply:
@@ -94,7 +84,7 @@ def parse_message(msg: Any, body: bytes) -> Any:
         msg.ParseFromString(body)
     except DecodeError as exc:
         raise HttpError(
-            400, L.INVALID_PROTOBUF.format(err=f"failed to decode Protobuf message: {exc}")
+            400, T.INVALID_PROTOBUF.format(err=f"failed to decode Protobuf message: {exc}")
         ) from None
     return msg
 

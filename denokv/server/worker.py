@@ -43,9 +43,9 @@ class MainProcess:
     async def forward(self, method: str, body: bytes) -> tuple[int, str, bytes]:
         """Run a write (or a forwarded strong read) in the main process; its reply."""
         if self.closed.is_set():
-            from denokv import limits as L
+            from denokv import texts as T
 
-            return 503, "text/plain; charset=utf-8", L.UNAVAILABLE.encode()
+            return 503, "text/plain; charset=utf-8", T.UNAVAILABLE.encode()
         ident = next(self._ids)
         future: asyncio.Future[tuple[int, str, bytes]] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = future
@@ -81,11 +81,11 @@ class MainProcess:
         except (ipc.FrameError, ConnectionError) as exc:
             log.error("the line to the main process broke: %s", exc)
         self.closed.set()
-        from denokv import limits as L
+        from denokv import texts as T
 
         for future in self._waiting.values():
             if not future.done():
-                future.set_result((503, "text/plain; charset=utf-8", L.UNAVAILABLE.encode()))
+                future.set_result((503, "text/plain; charset=utf-8", T.UNAVAILABLE.encode()))
 
 
 async def _listening(port: int, serving: asyncio.Task[None], timeout: float = 30.0) -> bool:

@@ -1,4 +1,4 @@
-"""Helpers shared by the proof tests of issue 10 (real servers, the real CLI, moto).
+"""Helpers shared by the backup tests (real servers, the real CLI, moto).
 
 The tests that use them start `denokv serve` primaries and replicas as child
 processes and run `python -m cli.main ... pitr ...`, so the same test runs
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import denokv
-from tests.conftest import ROOT, ServerProcess
-from tests.s3support import list_keys, s3_client, s3_env
+from tests.support.paths import ROOT
+from tests.support.processes import ServerProcess
+from tests.support.s3 import list_keys, s3_client, s3_env
 
 PREFIX = "proofs/kv/"
 Row = tuple[bytes, bytes, int, int]
@@ -30,12 +31,12 @@ def s3_args(endpoint: str, bucket: str, prefix: str = PREFIX) -> list[str]:
 
 def primary(
     tmp_path: Path, endpoint: str, bucket: str, *extra: str,
-    name: str = "primary.sqlite", env: dict[str, str] | None = None,
+    name: str = "primary.sqlite", env: dict[str, str] | None = None, prefix: str = PREFIX,
 ) -> ServerProcess:  # fmt: skip
-    """A primary shipping to `PREFIX` every 200 ms (not started)."""
+    """A primary shipping to `prefix` every 200 ms (not started)."""
     return ServerProcess(
         tmp_path / name,
-        extra_args=[*s3_args(endpoint, bucket), "--s3-sync-interval", "200ms", *extra],
+        extra_args=[*s3_args(endpoint, bucket, prefix), "--s3-sync-interval", "200ms", *extra],
         env={**s3_env(), **(env or {})},
     )
 
@@ -61,6 +62,16 @@ def run_cli(
     cmd = [sys.executable, "-m", "cli.main", "--sqlite-path", str(db), *args]
     return subprocess.run(cmd, cwd=ROOT, env=s3_env(), capture_output=True, text=True,
                           timeout=timeout, check=False, preexec_fn=preexec_fn)  # fmt: skip
+
+
+def restore(
+    tmp_path: Path, endpoint: str, bucket: str, at: str | None, name: str, *extra: str,
+    prefix: str = PREFIX,
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`pitr restore` of `prefix` into tmp_path/name, at `at` (None: the latest commit)."""
+    point = ["--at", at] if at is not None else []
+    return run_cli(tmp_path / name, "pitr", "restore", *s3_args(endpoint, bucket, prefix),
+                   *extra, *point, timeout=120)  # fmt: skip
 
 
 def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -118,6 +129,20 @@ async def _write_phase(url: str, token: str, phase: int, count: int) -> None:
 def write_phase(srv: ServerProcess, phase: int, count: int = 10) -> None:
     """A few sets, deletes and a sum through KV Connect (the Python client)."""
     asyncio.run(_write_phase(srv.url, srv.token, phase, count))
+
+
+async def workload(url: str, token: str, phase: int) -> None:
+    """The backup tests' mix: sets, deletes, sums, an expiry, a versionstamped key, bytes."""
+    async with denokv.open_kv(url, access_token=token) as kv:
+        for i in range(20):
+            await kv.set(["user", phase, i], {"phase": phase, "i": i, "pad": "x" * i})
+        await kv.delete(["user", phase, 3])
+        await kv.atomic().sum(["counter"], 7).sum(["counter", phase], phase + 1).commit()
+        await kv.set(["expiring", phase], "long-lived expiry", expire_in=3_600_000)
+        await kv.atomic().set(["stamped", kv.commit_versionstamp()], phase).commit()
+        await kv.set(["bytes", phase], bytes(range(phase, phase + 5)))
+        if phase:
+            await kv.delete(["user", phase - 1, 5])
 
 
 def empty_bucket(endpoint: str, bucket: str) -> None:

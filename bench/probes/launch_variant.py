@@ -1,6 +1,6 @@
 """Throw-away launcher for probes: `denokv` with the shipper patched (NOT the product).
 
-    python bench/_launch_variant.py VARIANT <denokv arguments>
+    python -m bench.probes.launch_variant VARIANT <denokv arguments>
 
 VARIANT:
   stock         no patch
@@ -14,9 +14,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from timemachine import shipper as sh
 
@@ -53,6 +50,6 @@ if timing_log:
     timed(sh.Shipper, "_upload_segment", "shipper.upload_segment")
     timed(fo.Follower, "sync", "follower.sync")
 
-from cli.main import main  # noqa: E402
+from cli.main import main  # noqa: E402 (after the patches above)
 
 sys.exit(main())

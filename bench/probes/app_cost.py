@@ -1,6 +1,6 @@
 """Probe: CPU the KV app itself spends per request, without any HTTP server.
 
-    python bench/_probe_app_cost.py [--requests 20000]
+    python -m bench.probes.app_cost [--requests 20000]
 
 Drives `KvServer.__rsgi__` in-process with a stand-in for granian's protocol
 object (the body is ready at once, the answer goes nowhere), for
@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.trivial_app import rsgi_app
 from denokv.engine import Engine

@@ -1,9 +1,9 @@
 """Probe: unpaced write throughput for backup off / stock / patched shipper variants.
 
-    python bench/_probe_throughput.py [--seconds 10] [--rounds 2]
+    python -m bench.probes.throughput [--seconds 10] [--rounds 2]
         [--variants off,stock,capture-only]
 
-Each variant but `off` runs through bench/_launch_variant.py (see there); `off`
+Each variant but `off` runs through bench/probes/launch_variant.py (see there); `off`
 is a primary without backup. Not the product: for investigating the shipper.
 """
 
@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import s3bench as sb
+from bench import s3bench as sb
 
 p = argparse.ArgumentParser()
 p.add_argument("--seconds", type=float, default=10)
@@ -38,7 +37,8 @@ try:
             )
             launcher = [
                 sys.executable,
-                str(sb.BENCH / "_launch_variant.py"),
+                "-m",
+                "bench.probes.launch_variant",
                 "stock" if v == "off" else v,
             ]
             node = sb.Node(

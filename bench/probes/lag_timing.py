@@ -1,8 +1,8 @@
 """Probe: how long the primary's sync passes and the replica's polls take under a paced load.
 
-    python bench/_probe_lag_timing.py [VARIANT] [RATE] [INTERVAL]
+    python -m bench.probes.lag_timing [VARIANT] [RATE] [INTERVAL]
 
-Primary and replica both run through bench/_launch_variant.py (VARIANT applies to
+Primary and replica both run through bench/probes/launch_variant.py (VARIANT applies to
 the primary's shipper) with DENOKV_BENCH_TIMING_LOG set; prints the distribution
 of sync_once / upload / follower.sync durations and the gaps between passes.
 """
@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import s3bench as sb
+from bench import s3bench as sb
 
 variant = sys.argv[1] if len(sys.argv) > 1 else "stock"
 rate = float(sys.argv[2]) if len(sys.argv) > 2 else 1000
@@ -27,7 +26,7 @@ logs = {"primary": work / "primary.timing", "replica": work / "replica.timing"}
 children = sb.Children()
 moto = sb.Moto(work).start()
 token = sb.new_token()
-launcher = [sys.executable, str(sb.BENCH / "_launch_variant.py")]
+launcher = [sys.executable, "-m", "bench.probes.launch_variant"]
 try:
     os.environ["DENOKV_BENCH_TIMING_LOG"] = str(logs["primary"])
     primary = sb.Node(

@@ -6,10 +6,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import s3bench as sb
-
-from tests.s3support import get_object
+from bench import s3bench as sb
+from tests.support.s3 import get_object
 from timemachine.codec import decode_segment
 
 rate = float(sys.argv[1]) if len(sys.argv) > 1 else 1000
@@ -32,8 +30,11 @@ try:
         if "/logs/" not in k:
             continue
         body = get_object(moto.endpoint, sb.BUCKET, k)
-        ts, entries = decode_segment(body, k)
-        print(f"{ts / 1000 - t0:8.3f}  {len(entries):6d} entries  {len(body):7d} B")
+        segment = decode_segment(body, k)
+        print(
+            f"{segment.timestamp_ms / 1000 - t0:8.3f}  {len(segment.entries):6d} entries"
+            f"  {len(body):7d} B"
+        )
 finally:
     children.stop_all()
     moto.stop()

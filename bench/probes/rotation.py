@@ -1,6 +1,6 @@
 """Probe: does the shipper start new generations and run retention under a steady load?
 
-    python bench/_probe_rotation.py [VARIANT] [RATE] [SECONDS]
+    python -m bench.probes.rotation [VARIANT] [RATE] [SECONDS]
 
 A primary with `--s3-snapshot-interval 3s` takes paced writes at RATE for SECONDS
 (Deno writer); prints the generations started and the S3 requests by method.
@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import s3bench as sb
+from bench import s3bench as sb
 
 variant = sys.argv[1] if len(sys.argv) > 1 else "stock"
 rate = float(sys.argv[2]) if len(sys.argv) > 2 else 5000
@@ -28,7 +27,7 @@ try:
     node = sb.Node(
         children, work / "p.sqlite", token, moto,
         [*moto.s3_flags("p/"), "--s3-snapshot-interval", "3s"], "p",
-        launcher=[sys.executable, str(sb.BENCH / "_launch_variant.py"), variant],
+        launcher=[sys.executable, "-m", "bench.probes.launch_variant", variant],
     )  # fmt: skip
     while sb.metric(node.metrics(), "denokv_s3_generations") < 1:
         time.sleep(0.05)

@@ -1,6 +1,6 @@
 """Probe: py-spy profile of `denokv serve` answering snapshot_read under the raw HTTP load.
 
-    python bench/_probe_front_profile.py OUT.txt [--http-server granian] [--proto http1|h2c]
+    python -m bench.probes.front_profile OUT.txt [--http-server granian] [--proto http1|h2c]
                                         [--path /v2/snapshot_read] [--seconds 8]
                                         [--load deno|h2load]
 
@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bank import (
     BANK_CLIENT,

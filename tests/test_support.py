@@ -10,21 +10,8 @@ import time
 import botocore.exceptions
 import pytest
 
-from tests.s3support import (
-    DROP,
-    ERROR_503,
-    PASSTHROUGH,
-    SLOW,
-    FaultProxy,
-    Mode,
-    get_object,
-    list_keys,
-    put_object,
-    s3_client,
-    s3_env,
-)
-
-pytest_plugins = ("tests.s3support",)
+from tests.support.fault_proxy import DROP, ERROR_503, PASSTHROUGH, SLOW, FaultProxy, Mode
+from tests.support.s3 import get_object, list_keys, put_object, s3_client, s3_env
 
 
 def _code(err: botocore.exceptions.ClientError) -> tuple[str, int]:

@@ -1,6 +1,6 @@
 """Probe: py-spy profile of a primary under the unpaced load (backup on unless --off).
 
-python bench/_probe_profile.py OUT.txt [--off] [--variant=stock|capture-only]
+python -m bench.probes.profile OUT.txt [--off] [--variant=stock|capture-only]
 """
 
 import shutil
@@ -10,8 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import s3bench as sb
+from bench import s3bench as sb
 
 off = "--off" in sys.argv
 variant = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--variant=")), "stock")
@@ -29,7 +28,7 @@ try:
         moto,
         args,
         "p",
-        launcher=[sys.executable, str(sb.BENCH / "_launch_variant.py"), variant],
+        launcher=[sys.executable, "-m", "bench.probes.launch_variant", variant],
     )
     if not off:
         while sb.metric(node.metrics(), "denokv_s3_generations") < 1:
