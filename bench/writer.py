@@ -8,8 +8,9 @@ Two parts, each against a real `denokv serve` primary shipping to moto:
   latency during the sweep against the same client on the same server after it
   (the baseline, same run).
 * **readyz** — a primary whose S3 endpoint is closed, with a redo backlog of
-  `--backlog` (100,000) rows: p50/p99 of `/readyz` and `/metrics`, against
-  `/healthz` (a route that reads nothing) on the same server.
+  `--backlog` (100,000) rows, with 1 and 2 server processes (`--processes`):
+  p50/p99 of `/readyz` and `/metrics`, round robin over 8 connections (so
+  every process answers some), against `/healthz` on the same server.
 
     .venv/bin/python -m bench.writer [--sweep-keys N] [--backlog N] [--part sweep|readyz]
 """
@@ -123,24 +124,36 @@ async def backlog_load(url: str, token: str, rows: int) -> None:
             assert (await op.commit()).ok
 
 
-def latencies_ms(url: str, path: str, n: int) -> list[float]:
+def latencies_ms(url: str, path: str, n: int, connections: int = 8) -> list[float]:
+    """`n` GETs of `path`, round robin over `connections` kept-alive connections.
+
+    The kernel spreads the connections over the server's processes, so every
+    process answers some; connecting is not timed.
+    """
     import httpx
 
-    out = []
-    with httpx.Client(timeout=10) as client:
-        for _ in range(n):
-            t0 = time.perf_counter()
+    clients = [httpx.Client(timeout=10) for _ in range(connections)]
+    try:
+        for client in clients:
             client.get(url + path)
+        out = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            clients[i % connections].get(url + path)
             out.append((time.perf_counter() - t0) * 1000)
-    return out
+        return out
+    finally:
+        for client in clients:
+            client.close()
 
 
-def part_readyz(run: BenchRun, backlog: int, samples: int) -> dict[str, Any]:
+def part_readyz(run: BenchRun, backlog: int, samples: int, processes: int) -> dict[str, Any]:
     children, work, token, _ = run.parts()
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: shipping fails, the log grows
     args = ["--s3-bucket", BUCKET, "--s3-prefix", "ready/", "--s3-endpoint", closed,
-            "--s3-force-path-style"]  # fmt: skip
-    node = Node(children, work / "ready.sqlite", token, None, args, "readyz")
+            "--s3-force-path-style", "--processes", str(processes)]  # fmt: skip
+    db = work / f"ready{processes}.sqlite"
+    node = Node(children, db, token, None, args, f"readyz{processes}")
     asyncio.run(backlog_load(node.url, token, backlog))
     m = node.metrics()
     result: dict[str, Any] = {"backlog_rows": metric(m, "denokv_redo_backlog_entries")}
@@ -157,6 +170,7 @@ def main() -> int:
     p.add_argument("--sweep-keys", type=int, default=1_000_000)
     p.add_argument("--backlog", type=int, default=100_000)
     p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--processes", default="1,2", help="server processes for the readyz part")
     p.add_argument("--json-out", type=Path)
     p.add_argument("--keep", action="store_true")
     args = p.parse_args()
@@ -176,11 +190,13 @@ def main() -> int:
                  f"{s['after_p99_ms']:.1f}", ""],
             ]))  # fmt: skip
         if args.part in ("readyz", "all"):
-            r = run.report["readyz"] = part_readyz(run, args.backlog, args.samples)
-            rows = [["route", "p50 ms", "p99 ms"]]
-            for path in ("/healthz", "/readyz", "/metrics"):
-                rows.append([path, f"{r[path]['p50_ms']:.2f}", f"{r[path]['p99_ms']:.2f}"])
-            print(f"redo backlog: {r['backlog_rows']:,.0f} rows (S3 unreachable)")
+            rows = [["processes", "route", "p50 ms", "p99 ms"]]
+            for n in [int(x) for x in args.processes.split(",")]:
+                r = run.report[f"readyz_{n}"] = part_readyz(run, args.backlog, args.samples, n)
+                print(f"{n} processes: redo backlog {r['backlog_rows']:,.0f} rows (S3 unreachable)")
+                for path in ("/healthz", "/readyz", "/metrics"):
+                    rows.append([str(n), path, f"{r[path]['p50_ms']:.2f}",
+                                 f"{r[path]['p99_ms']:.2f}"])  # fmt: skip
             print(table(rows))
     print(json.dumps(run.report, default=str)[:2000])
     return 0

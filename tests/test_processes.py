@@ -207,6 +207,64 @@ def test_other_routes_describe_the_whole_server_from_any_process(two: ServerProc
     assert counts.get("1", 0) >= 1, f"no request reached the worker: {counts}"
 
 
+def test_every_process_answers_the_probes_with_the_whole_servers_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.ports import free_port
+    from tests.support.s3 import s3_env
+
+    # Backup to an S3 endpoint nobody listens on: the backlog ages and the shipper
+    # (in the main process only) makes the server unready after 1 s.
+    closed = f"http://127.0.0.1:{free_port()}"
+    srv = ServerProcess(
+        tmp_path / "kv.sqlite",
+        env=s3_env(),
+        extra_args=["--processes", "2", "--s3-bucket", "b", "--s3-endpoint", closed,
+                    "--s3-force-path-style", "--ready-max-backup-lag", "1s"],
+    ).start()  # fmt: skip
+    try:
+        wait_processes(srv, 2)
+        kv = RawKv(srv.url, srv.token)
+        kv.write_ok(pb.AtomicWrite(mutations=[set_mutation(b"\x02unshipped\x00", b"v")]))
+        kv.close()
+        deadline = time.monotonic() + 30
+        while httpx.get(srv.url + "/readyz", timeout=10).status_code != 503:
+            assert time.monotonic() < deadline, "the backlog never made the server unready"
+            time.sleep(0.2)
+        time.sleep(0.5)  # the main process's next report reaches the worker
+        answers = []
+        for _ in range(CONNECTIONS):
+            with httpx.Client(timeout=10) as client:  # a new connection each time
+                answers.append(client.get(srv.url + "/readyz"))
+        assert {a.status_code for a in answers} == {503}
+        assert all("backup is more than 1 s behind" in a.text for a in answers)
+        # The worker answered the ones that reached it itself (not relayed).
+        counts = wait_counted(srv, "readyz", CONNECTIONS + 1)
+        assert counts.get("1", 0) >= 1, f"no probe was answered by the worker: {counts}"
+    finally:
+        srv.stop()
+
+
+def test_a_worker_is_unready_while_the_main_process_is_silent(two: ServerProcess) -> None:
+    assert two.proc is not None
+    os.kill(two.proc.pid, signal.SIGSTOP)  # the main process: its loop stops reporting
+    try:
+        time.sleep(3.5)  # past the worker's MAIN_SILENT_S
+        answers = []
+        for _ in range(CONNECTIONS):
+            try:  # connections the kernel gives to the stopped main process time out
+                answers.append(httpx.get(two.url + "/readyz", timeout=1))
+            except httpx.TimeoutException:
+                pass
+    finally:
+        os.kill(two.proc.pid, signal.SIGCONT)
+    assert answers, "every probe went to the stopped main process"
+    assert {a.status_code for a in answers} == {503}
+    assert all("the main server process has not reported for" in a.text for a in answers)
+    deadline = time.monotonic() + 10
+    while any(httpx.get(two.url + "/readyz", timeout=10).status_code != 200 for _ in range(8)):
+        assert time.monotonic() < deadline, "the worker did not become ready again"
+        time.sleep(0.2)
+
+
 def test_a_worker_that_dies_is_started_again(two: ServerProcess) -> None:
     worker = _worker_pids(two)
     assert len(worker) == 1

@@ -37,7 +37,7 @@ from denokv.server import convert
 from denokv.server.asgi import AsgiFront
 from denokv.server.auth import Authenticator
 from denokv.server.errors import HttpError
-from denokv.server.host import Forwarder, Incoming, KvRoute
+from denokv.server.host import Forwarder, Incoming, KvRoute, MainHealth
 from denokv.server.metadata import Endpoint
 from denokv.server.ops import Metrics, healthz_handler, metrics_handler, problems, readyz_handler
 from denokv.server.pipeline import OCTETS, BodyPolicy, ClientGone, Stream, error_reply
@@ -51,6 +51,7 @@ log = logging.getLogger("denokv.server")
 
 WATCH_KEEPALIVE_S = 5.0
 STRONG_PREFIX = "/strong/v2"  # a replica's forwarded calls
+PROBES = {"/healthz": "healthz", "/readyz": "readyz"}  # path: metrics label
 _KEEPALIVE_FRAME = b"\x00\x00\x00\x00"
 
 
@@ -75,8 +76,10 @@ class ServerConfig:
     # Prompt ACKs for clients that leave Nagle on (Deno): see tcp.py.
     quickack: bool = True
     console: str = DEFAULT_MODE  # "read-write", "read-only" or "off" (denokv.console)
-    # A worker process: every route but the KV calls goes to the main process here.
+    # A worker process: every route but the KV calls and the probes goes to the
+    # main process here, and the probes add what the main process reports.
     relay_path: str | None = None
+    main_health: MainHealth | None = None
 
 
 class KvServer:
@@ -137,17 +140,20 @@ class KvServer:
 
     async def _framework(self, scope: Any, receive: Any, send: Any) -> None:
         """Every request that is not a KV call: the console, or the operations routes."""
-        if self.relay is not None and scope.get("type") == "http":
-            await self._relayed(scope, receive, send)
+        path = scope.get("path", "")
+        if path in PROBES:  # answered here, in a worker too: a probe costs no hop
+            await self._counted(PROBES[path], self.operations, scope, receive, send)
             return
-        if self.console is not None and scope.get("path", "").startswith("/console"):
+        if self.relay is not None and scope.get("type") == "http":  # a worker's other routes
+            await self._counted("relayed", self.relay, scope, receive, send)
+            return
+        if self.console is not None and path.startswith("/console"):
             await self.console(scope, receive, send)
             return
         await self.operations(scope, receive, send)
 
-    async def _relayed(self, scope: Any, receive: Any, send: Any) -> None:
-        """A worker's other routes, answered by the main process (counted as "relayed")."""
-        assert self.relay is not None
+    async def _counted(self, name: str, app: Any, scope: Any, receive: Any, send: Any) -> None:
+        """Run an ASGI app for this request and count it under `name` with its status."""
         started = time.perf_counter()
         status = 0
 
@@ -158,9 +164,9 @@ class KvServer:
             await send(message)
 
         try:
-            await self.relay(scope, receive, counting_send)
+            await app(scope, receive, counting_send)
         finally:
-            self.observe("relayed", status, time.perf_counter() - started)
+            self.observe(name, status, time.perf_counter() - started)
 
     def problems(self) -> list[str]:
         """Why the server should not take traffic now (empty: ready)."""
@@ -169,6 +175,8 @@ class KvServer:
             found.append("shutting down")
         if self.engine.closed:
             found.append("database closed")
+        if self.config.main_health is not None:
+            found += self.config.main_health.problems()
         return found + problems(self.components)
 
     def fatal_problem(self) -> str | None:
@@ -176,6 +184,8 @@ class KvServer:
         writer = self.engine.writer
         if writer is not None and not writer.alive:
             return f"the writer stopped ({writer.stopped})"
+        if self.config.main_health is not None:
+            return self.config.main_health.fatal()
         return None
 
     def begin_shutdown(self) -> None:

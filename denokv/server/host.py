@@ -26,6 +26,18 @@ class Forwarder(Protocol):
         ...
 
 
+class MainHealth(Protocol):
+    """A worker process's view of the main process's health (`denokv.server.worker`)."""
+
+    def problems(self) -> list[str]:
+        """The whole server's reasons not to be ready, as the main process reports them."""
+        ...
+
+    def fatal(self) -> str | None:
+        """What keeps the whole server from serving again, if anything."""
+        ...
+
+
 class Incoming(Protocol):
     """What a call needs of a request: its headers (`.get(name)`) and its body."""
 

@@ -11,11 +11,13 @@ Each frame is `length (u32) ‖ kind (u8) ‖ id (u32) ‖ payload`, little-endi
 | NOT_READY | main → worker | why data calls must wait (UTF-8), empty when ready |
 | STATS | worker → main | the worker's request counts (JSON, `request_stats.Snapshot`) |
 | READY | worker → main | the worker listens on the shared port |
+| HEALTH | main → worker | the server's readiness problems and fatal problem (JSON), every 0.2 s |
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 from collections.abc import Iterable
 from enum import IntEnum
@@ -32,6 +34,7 @@ class Kind(IntEnum):
     NOT_READY = 5
     STATS = 6
     READY = 7
+    HEALTH = 8
 
 
 class Method(IntEnum):
@@ -96,3 +99,19 @@ def decode_keys(payload: bytes) -> list[bytes]:
         keys.append(payload[offset : offset + n])
         offset += n
     return keys
+
+
+def encode_health(problems: list[str], fatal: str | None) -> bytes:
+    return json.dumps({"problems": problems, "fatal": fatal}).encode()
+
+
+def decode_health(payload: bytes) -> tuple[list[str], str | None]:
+    """(problems, fatal) from a HEALTH payload; malformed parts read as a problem."""
+    try:
+        got = json.loads(payload)
+        problems, fatal = got["problems"], got["fatal"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return [f"the main process sent an unreadable health report ({exc})"], None
+    if not isinstance(problems, list) or not (fatal is None or isinstance(fatal, str)):
+        return ["the main process sent an unreadable health report"], None
+    return [str(p) for p in problems], fatal

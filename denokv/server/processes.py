@@ -15,10 +15,15 @@ the KV Connect data path itself:
 - **watches** are served locally: the main process sends every commit's
   touched keys to every worker right after COMMIT, where they wake the local
   watchers, which then re-read from the file;
-- every **other route** (`/metrics`, `/readyz`, `/healthz`, `/console/`) is
-  relayed to the main process over a private Unix-socket listener, so each
-  of them describes the whole server. Workers send their request counts to
-  the main process every second; `/metrics` labels them by `process`.
+- **`/readyz` and `/healthz`** are answered by the worker itself from the
+  main process's report (its readiness problems and fatal problem, sent every
+  0.2 s), plus the worker's own state: a probe costs no hop, and a main
+  process that stops reporting for `MAIN_SILENT_S` makes every worker unready
+  instead of leaving probes waiting;
+- every **other route** (`/metrics`, `/console/`) is relayed to the main
+  process over a private Unix-socket listener, so each of them describes the
+  whole server. Workers send their request counts to the main process every
+  second; `/metrics` labels them by `process`.
 
 A worker that dies is started again; a worker whose main process is gone
 stops. On shutdown the workers stop first (their writes in flight still reach
@@ -133,6 +138,7 @@ class WorkerHub:
         worker.task = self._keep(asyncio.create_task(self._serve(worker, reader)))
         if self._not_ready:
             writer.write(ipc.frame(ipc.Kind.NOT_READY, 0, self._not_ready.encode()))
+        writer.write(ipc.frame(ipc.Kind.HEALTH, 0, self._health()))
         log.info("started server process %d (pid %d)", index, proc.pid)
 
     async def stop(self) -> None:
@@ -227,14 +233,29 @@ class WorkerHub:
                 worker.writer.write(message)
 
     async def _watch_readiness(self) -> None:
-        """Pass the main process's reason to hold data calls (a replica bootstrapping) on."""
-        not_ready = self.server.config.not_ready
-        while not self._stopping and not_ready is not None:
-            reason = not_ready() or ""
-            if reason != (self._not_ready or ""):
-                self._not_ready = reason or None
-                self._send_all(ipc.frame(ipc.Kind.NOT_READY, 0, reason.encode()))
+        """Tell the workers how the main process is, every READINESS_POLL_S.
+
+        Two reports: why data calls must wait (a replica bootstrapping), sent
+        when it changes; and the whole server's readiness problems and fatal
+        problem, sent every time, so a worker answers `/readyz` and `/healthz`
+        itself and can tell a main process that stopped reporting.
+        """
+        while not self._stopping:
+            self._report_not_ready()
+            self._send_all(ipc.frame(ipc.Kind.HEALTH, 0, self._health()))
             await asyncio.sleep(READINESS_POLL_S)
+
+    def _report_not_ready(self) -> None:
+        not_ready = self.server.config.not_ready
+        if not_ready is None:
+            return
+        reason = not_ready() or ""
+        if reason != (self._not_ready or ""):
+            self._not_ready = reason or None
+            self._send_all(ipc.frame(ipc.Kind.NOT_READY, 0, reason.encode()))
+
+    def _health(self) -> bytes:
+        return ipc.encode_health(self.server.problems(), self.server.fatal_problem())
 
     # -- health (a `denokv.health.Component`) ------------------------------------------
 

@@ -1,7 +1,7 @@
 """A worker process's other routes, relayed to the main process (ASGI → HTTP on a Unix socket).
 
-`/metrics`, `/readyz`, `/healthz` and `/console/` describe the whole server, so
-a worker does not answer them itself: it passes the request to the main
+`/metrics` and `/console/` describe the whole server, so a worker does not
+answer them itself: it passes the request to the main
 process's private listener and streams the answer back as it comes (the
 console's live view is a stream).
 """

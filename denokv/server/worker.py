@@ -27,6 +27,8 @@ from denokv.server.metadata import Endpoint
 log = logging.getLogger("denokv.worker")
 
 STATS_EVERY_S = 1.0
+# The main process reports every 0.2 s; this long without a report, it is stuck.
+MAIN_SILENT_S = 3.0
 
 
 class MainProcess:
@@ -39,6 +41,9 @@ class MainProcess:
         self._waiting: dict[int, asyncio.Future[tuple[int, str, bytes]]] = {}
         self.not_ready: str | None = None
         self.closed = asyncio.Event()
+        self._main_problems: list[str] = []
+        self._main_fatal: str | None = None
+        self._reported_at: float | None = None  # loop time of the last HEALTH frame
 
     async def forward(self, method: str, body: bytes) -> tuple[int, str, bytes]:
         """Run a write (or a forwarded strong read) in the main process; its reply."""
@@ -63,6 +68,23 @@ class MainProcess:
         if not self.closed.is_set():
             self._writer.write(ipc.frame(ipc.Kind.STATS, 0, json.dumps(snapshot).encode()))
 
+    def problems(self) -> list[str]:
+        """The whole server's reasons not to be ready, as the main process last told."""
+        if self.closed.is_set():
+            return ["the main server process is gone"]
+        if self._reported_at is None:
+            return ["waiting for the main server process's first report"]
+        silent = asyncio.get_running_loop().time() - self._reported_at
+        if silent > MAIN_SILENT_S:
+            return [f"the main server process has not reported for {silent:.1f} s"]
+        return self._main_problems
+
+    def fatal(self) -> str | None:
+        """What keeps the whole server from serving writes again, if anything."""
+        if self.closed.is_set():
+            return "the main server process is gone"
+        return self._main_fatal
+
     async def listen(self, engine: Engine) -> None:
         """Apply the main process's news until it goes away."""
         try:
@@ -78,6 +100,9 @@ class MainProcess:
                     engine.watches.wake_all()
                 elif kind is ipc.Kind.NOT_READY:
                     self.not_ready = payload.decode() or None
+                elif kind is ipc.Kind.HEALTH:
+                    self._main_problems, self._main_fatal = ipc.decode_health(payload)
+                    self._reported_at = asyncio.get_running_loop().time()
         except (ipc.FrameError, ConnectionError) as exc:
             log.error("the line to the main process broke: %s", exc)
         self.closed.set()
@@ -125,6 +150,7 @@ def _config(spec: dict[str, Any], main: MainProcess) -> ServerConfig:
     config = ServerConfig(**fields)
     config.forwarder = main  # every write (and strong read) runs in the main process
     config.not_ready = lambda: main.not_ready
+    config.main_health = main
     config.relay_path = spec["relay_path"]
     if token_file:
         from denokv.server.auth import read_token_file
