@@ -46,21 +46,6 @@ from bench import s3bench as sb
 PARTS = ("rates", "throughput", "restore")
 
 
-def wait_generation(node: sb.Node, timeout: float = 600) -> float:
-    """Wait until the primary finished its first generation (snapshot + differential)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if node.proc.poll() is not None:
-            raise RuntimeError(f"{node.log}: primary exited with {node.proc.returncode}")
-        try:
-            if sb.metric(node.metrics(), "denokv_s3_generations") >= 1:
-                return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("no backup generation within the timeout")
-
-
 def primary(
     children: sb.Children, work: Path, name: str, token: str, moto: sb.Moto | None,
     prefix: str | None, extra: list[str] = (),
@@ -71,7 +56,7 @@ def primary(
         args += moto.s3_flags(prefix)
     node = sb.Node(children, work / f"{name}.sqlite", token, moto, args, name)
     if prefix is not None:
-        wait_generation(node)
+        sb.wait_generation(node)
     return node
 
 
@@ -225,7 +210,7 @@ def run_restore(children, work, token, moto, args) -> dict[str, Any]:  # type: i
     out["build_s"] = sb.build_big_db(db, args.keys, args.value_size)
     node = sb.Node(children, db, token, moto, moto.s3_flags("restore/"), "restore-primary")
     try:
-        out["snapshot_ship_s"] = wait_generation(node)
+        out["snapshot_ship_s"] = sb.wait_generation(node)
         print(f"  built in {out['build_s']:.1f} s; snapshot shipped {out['snapshot_ship_s']:.1f} s "
               "after the primary's port opened", flush=True)  # fmt: skip
         out["load"] = asyncio.run(
@@ -320,8 +305,7 @@ def main() -> int:
     p.add_argument("--mutations-per-write", type=int, default=100)
     for part in PARTS:
         p.add_argument(f"--skip-{part}", action="store_true")
-    p.add_argument("--json-out", type=Path)
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    sb.BenchRun.add_options(p)
     args = p.parse_args()
     args.rates = [int(x) for x in args.rates.split(",") if x]
     args.compressions = [x for x in args.compressions.split(",") if x]

@@ -115,7 +115,7 @@ def build_backup(children, work, token, moto, args) -> dict[str, Any]:  # type: 
     out["db_bytes"] = db.stat().st_size
     node = sb.Node(children, db, token, moto, moto.s3_flags("restore/"), "primary")
     try:
-        out["snapshot_ship_s"] = wait_generation(node)
+        out["snapshot_ship_s"] = sb.wait_generation(node, timeout=900, every=0.2)
         print(f"  {out['db_bytes'] / 1e9:.2f} GB built in {out['build_s']:.0f} s; snapshot "
               f"shipped in {out['snapshot_ship_s']:.0f} s", flush=True)  # fmt: skip
         out["load"] = asyncio.run(sb.load_log_entries(
@@ -130,20 +130,6 @@ def build_backup(children, work, token, moto, args) -> dict[str, Any]:  # type: 
     out["object_bytes"] = sum(sizes.values())
     out["largest_object_bytes"] = max(sizes.values())
     return out
-
-
-def wait_generation(node: sb.Node, timeout: float = 900) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if node.proc.poll() is not None:
-            raise RuntimeError(f"{node.log}: primary exited with {node.proc.returncode}")
-        try:
-            if sb.metric(node.metrics(), "denokv_s3_generations") >= 1:
-                return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("no backup generation within the timeout")
 
 
 def run_restore(children, work, token, moto, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -252,7 +238,7 @@ def run_requests(children, work, token, moto, args) -> dict[str, Any]:  # type: 
                    "--s3-sync-interval", "1s", "--s3-lease-ttl", "60s"], "requests")  # fmt: skip
     out: dict[str, Any] = {}
     try:
-        wait_generation(node)
+        sb.wait_generation(node, timeout=900, every=0.2)
         time.sleep(3)  # past the start-up probe and the first passes
         off0 = moto.log_offset()
         time.sleep(args.idle_seconds)
@@ -304,8 +290,7 @@ def main() -> int:
     p.add_argument("--skip-restore", action="store_true", help="skip a and b")
     p.add_argument("--skip-bootstrap", action="store_true", help="skip b")
     p.add_argument("--skip-requests", action="store_true", help="skip c")
-    p.add_argument("--json-out", type=Path)
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    sb.BenchRun.add_options(p)
     args = p.parse_args()
 
     t_start, load0 = time.monotonic(), os.getloadavg()

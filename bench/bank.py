@@ -57,6 +57,7 @@ from bench.harness import (
     Children,
     CpuWindow,
     Server,
+    add_wait_quiet_option,
     background_load,
     free_port,
     has_library,
@@ -478,9 +479,7 @@ def parse_args() -> argparse.Namespace:
                    "--server-arg=--num-workers=2")  # fmt: skip
     p.add_argument("--json-out", type=Path, help="also write every figure to this JSON file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                   help="first wait up to this long for the machine's CPU use to drop "
-                   "below 15 %% of one CPU")  # fmt: skip
+    add_wait_quiet_option(p)
     args = p.parse_args()
     if args.accounts < 2:
         p.error("--accounts must be at least 2")

@@ -51,6 +51,7 @@ from bench.harness import (
     Children,
     CpuWindow,
     Server,
+    add_wait_quiet_option,
     background_load,
     free_port,
     start_denokv,
@@ -282,9 +283,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--protos", default="h2c", help="h2c, http1 or both (comma-separated)")
     p.add_argument("--processes", default="1,2", help="server process counts to compare")
     p.add_argument("--json-out", type=Path)
-    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
-                   help="first wait up to this long for the machine's CPU use to drop "
-                   "below 15 %% of one CPU")  # fmt: skip
+    add_wait_quiet_option(p)
     args = p.parse_args()
     args.protos = [x for x in args.protos.split(",") if x]
     if set(args.protos) - {"h2c", "http1"}:

@@ -12,6 +12,7 @@ Deno's in-process engine alike).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -355,6 +356,13 @@ def expected_processes(http_server: str, processes: int | None) -> int:
 
         return default_processes()
     return processes
+
+
+def add_wait_quiet_option(p: argparse.ArgumentParser) -> None:
+    """`--wait-quiet SECONDS`, for `wait_for_quiet` before the first measurement."""
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to this long for the machine's CPU use to drop "
+                   "below 15 %% of one CPU")  # fmt: skip
 
 
 def wait_for_quiet(max_wait_s: float, threshold_pct: float = 15.0) -> float:

@@ -386,8 +386,7 @@ def main() -> int:
     p.add_argument("--skip-lag", action="store_true")
     p.add_argument("--skip-bootstrap", action="store_true", help="skip b and c")
     p.add_argument("--skip-checkout", action="store_true", help="skip c")
-    p.add_argument("--json-out", type=Path)
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    sb.BenchRun.add_options(p)
     args = p.parse_args()
     args.rates = [int(x) for x in args.rates.split(",") if x]
     args.intervals = [x for x in args.intervals.split(",") if x]

@@ -10,6 +10,7 @@ children.stop_all()` ends them all.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -200,6 +201,22 @@ class Node:
 
 def metric(m: dict[str, float], name: str) -> float:
     return m.get(name, m.get(name + "_total", math.nan))
+
+
+def wait_generation(node: Node, timeout: float = 600, every: float = 0.1) -> float:
+    """Wait until the primary finished its first generation (snapshot + differential);
+    returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if node.proc.poll() is not None:
+            raise RuntimeError(f"{node.log}: primary exited with {node.proc.returncode}")
+        try:
+            if metric(node.metrics(), "denokv_s3_generations") >= 1:
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(every)
+    raise TimeoutError("no backup generation within the timeout")
 
 
 def redo_backlog(db: Path) -> int:
@@ -474,6 +491,12 @@ class BenchRun:
         self.moto = Moto(self.work)
         print(f"{name} bench: background CPU {self.background:.0f} %, work dir {self.work}",
               flush=True)  # fmt: skip
+
+    @staticmethod
+    def add_options(p: argparse.ArgumentParser) -> None:
+        """The flags a run reads at its end: where to write the report, and --keep."""
+        p.add_argument("--json-out", type=Path, help="also write every figure to this JSON file")
+        p.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
     def parts(self) -> tuple[Children, Path, str, Moto]:
         """What every benchmark part takes first: (children, work, token, moto)."""

@@ -181,8 +181,7 @@ def main() -> int:
     p.add_argument("--backlog", type=int, default=100_000)
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--processes", default="1,2", help="server processes for the readyz part")
-    p.add_argument("--json-out", type=Path)
-    p.add_argument("--keep", action="store_true")
+    BenchRun.add_options(p)
     args = p.parse_args()
     with BenchRun("writer", args) as run:
         if args.part in ("sweep", "all"):

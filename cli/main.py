@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from cli import pitr, serve
 from cli.errors import CliError
-from cli.options import resolve_s3_url
+from cli.options import add_env_option, resolve_s3_url
 from timemachine.store import ObjectNotFound, ObjectStoreError
 
 
@@ -21,11 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Deno programs connect with Deno.openKv('http://HOST:PORT') and "
         "DENO_KV_ACCESS_TOKEN set to the server's access token.",
     )
-    parser.add_argument(
-        "--sqlite-path",
-        default=os.environ.get("DENO_KV_SQLITE_PATH"),
-        help="database file (env DENO_KV_SQLITE_PATH)",
-    )
+    add_env_option(parser, "--sqlite-path", "database file")
     commands = parser.add_subparsers(dest="command", metavar="<command>")
     serve.add_parser(commands)
     pitr.add_parser(commands)

@@ -33,65 +33,85 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def env_name(flag: str) -> str:
+    """The variable that stands for a flag: `--s3-sync-interval` is DENO_KV_S3_SYNC_INTERVAL."""
+    return "DENO_KV_" + flag.removeprefix("--").replace("-", "_").upper()
+
+
+def add_env_option(
+    p: argparse._ActionsContainer,
+    flag: str,
+    text: str,
+    *,
+    default: str | None = None,
+    note: str | None = None,
+    from_env: Callable[[str | None], Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Add `flag`, which its DENO_KV_* variable (`env_name`) sets when it is not given.
+
+    `default` is the text used when neither is; the help is `text` followed by
+    "(env NAME, default DEFAULT; NOTE)". With a `type`, an empty variable counts as
+    unset and argparse converts the text, so a bad value is a usage error that names
+    the flag. `from_env` turns the text into the value itself (for switches).
+    """
+    name = env_name(flag)
+    raw = os.environ.get(name, default)
+    if kwargs.get("type") is not None:
+        raw = raw or default
+    told = f"env {name}" + (f", default {default}" if default is not None else "")
+    told += f"; {note}" if note else ""
+    value = from_env(raw) if from_env is not None else raw
+    p.add_argument(flag, default=value, help=f"{text} ({told})", **kwargs)
+
+
 def add_s3_location(p: argparse._ActionsContainer) -> None:
     """The S3 location options, on a parser or on one of its argument groups."""
-    env = os.environ.get
-    p.add_argument(
+    add_env_option(
+        p,
         "--s3-url",
-        default=env("DENO_KV_S3_URL"),
-        help="the backup location as a Litestream replica URL, "
+        "the backup location as a Litestream replica URL, "
         "s3://BUCKET/PREFIX?endpoint=URL&region=R&force-path-style=true&"
-        "skip-verify=true (env DENO_KV_S3_URL); combined with the --s3-* flags, "
-        "which must agree with it",
+        "skip-verify=true; combined with the --s3-* flags, which must agree with it",
     )
-    p.add_argument(
-        "--s3-bucket",
-        default=env("DENO_KV_S3_BUCKET"),
-        help="bucket holding the backup (env DENO_KV_S3_BUCKET)",
-    )
-    p.add_argument(
-        "--s3-prefix",
-        default=env("DENO_KV_S3_PREFIX"),
-        help="key prefix inside the bucket, ending in '/' (env DENO_KV_S3_PREFIX)",
-    )
-    p.add_argument(
+    add_env_option(p, "--s3-bucket", "bucket holding the backup")
+    add_env_option(p, "--s3-prefix", "key prefix inside the bucket, ending in '/'")
+    add_env_option(
+        p,
         "--s3-endpoint",
-        default=env("DENO_KV_S3_ENDPOINT"),
-        help="S3-compatible endpoint URL; a bare HOST[:PORT] means https "
-        "(env DENO_KV_S3_ENDPOINT; default AWS)",
+        "S3-compatible endpoint URL; a bare HOST[:PORT] means https",
+        note="default AWS",
     )
-    p.add_argument(
-        "--s3-region",
-        default=env("DENO_KV_S3_REGION"),
-        help="region (env DENO_KV_S3_REGION, then AWS_REGION)",
-    )
-    p.add_argument(
+    add_env_option(p, "--s3-region", "region", note="else AWS_REGION")
+    add_env_option(
+        p,
         "--s3-force-path-style",
+        "address buckets as path, not host name",
         action="store_true",
-        default=_flag(env("DENO_KV_S3_FORCE_PATH_STYLE")),
-        help="address buckets as path, not host name (env DENO_KV_S3_FORCE_PATH_STYLE)",
+        from_env=_flag,
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--s3-no-verify-ssl",
+        "skip TLS certificate checks",
         action="store_true",
-        default=_flag(env("DENO_KV_S3_NO_VERIFY_SSL")),
-        help="skip TLS certificate checks (env DENO_KV_S3_NO_VERIFY_SSL)",
+        from_env=_flag,
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--s3-request-checksum-calculation",
+        "when to add checksums to uploads: auto is when_required with a custom endpoint "
+        "(many S3-compatible stores reject the SDK's default checksums) and the SDK's "
+        "default on AWS",
+        default="auto",
         choices=_CHECKSUM_MODES,
-        default=env("DENO_KV_S3_REQUEST_CHECKSUM_CALCULATION", "auto"),
-        help="when to add checksums to uploads: auto is when_required with a "
-        "custom endpoint (many S3-compatible stores reject the SDK's default "
-        "checksums) and the SDK's default on AWS "
-        "(env DENO_KV_S3_REQUEST_CHECKSUM_CALCULATION)",
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--s3-response-checksum-validation",
+        "when to check the checksums of downloads, same choices",
+        default="auto",
         choices=_CHECKSUM_MODES,
-        default=env("DENO_KV_S3_RESPONSE_CHECKSUM_VALIDATION", "auto"),
-        help="when to check the checksums of downloads, same choices "
-        "(env DENO_KV_S3_RESPONSE_CHECKSUM_VALIDATION)",
     )
 
 

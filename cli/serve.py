@@ -11,11 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 from typing import Any
 
 from cli.errors import CliError
-from cli.options import add_s3_location, check_s3_store, parse_duration, s3_options
+from cli.options import (
+    add_env_option,
+    add_s3_location,
+    check_s3_store,
+    parse_duration,
+    s3_options,
+)
 from cli.runtime import front_options, parse_addr, run_loop, start_metrics_server, worker_hub
 from denokv import limits, texts
 from denokv.engine import SYNCHRONOUS_MODES, Engine
@@ -34,91 +39,91 @@ def add_parser(commands: Any) -> None:
         help="serve the database over KV Connect",
         description="Serve the database over KV Connect (HTTP/1.1 and h2c on one port).",
     )
-    env = os.environ.get
-    p.add_argument(
-        "--access-token",
-        default=env("DENO_KV_ACCESS_TOKEN"),
-        help="shared secret clients must present, at least 12 characters "
-        "(env DENO_KV_ACCESS_TOKEN)",
+    add_env_option(
+        p, "--access-token", "shared secret clients must present, at least 12 characters"
     )
-    p.add_argument(
-        "--access-token-file",
-        default=env("DENO_KV_ACCESS_TOKEN_FILE"),
-        help="read the access token from this file instead (env DENO_KV_ACCESS_TOKEN_FILE)",
-    )
+    add_env_option(p, "--access-token-file", "read the access token from this file instead")
     p.add_argument(
         "--addr", default="0.0.0.0:4512", help="HOST:PORT to listen on (default 0.0.0.0:4512)"
     )
     p.add_argument(
         "--read-only", action="store_true", help="open the file read-only; writes are refused"
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--atomic-write-batch-timeout-ms",
+        "wait this long to gather more writes into one commit",
+        note="default: commit whatever is queued",
         type=float,
-        default=_float_or_none(env("DENO_KV_ATOMIC_WRITE_BATCH_TIMEOUT_MS")),
-        help="wait this long to gather more writes into one commit "
-        "(env DENO_KV_ATOMIC_WRITE_BATCH_TIMEOUT_MS; default: commit whatever is queued)",
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--num-workers",
+        "SQLite connections serving reads; 1 reads on the event loop",
+        default="1",
         type=int,
-        default=int(env("DENO_KV_NUM_WORKERS", "1")),
-        help="SQLite connections serving reads; 1 reads on the event loop "
-        "(env DENO_KV_NUM_WORKERS, default 1)",
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--processes",
+        "server processes sharing the port: reads run in all of them, writes go "
+        "through the main one's single writer",
+        note="default: the CPUs this process may use, at most 8; granian only",
         type=int,
-        default=_int_or_none(env("DENO_KV_PROCESSES")),
-        help="server processes sharing the port: reads run in all of them, writes go "
-        "through the main one's single writer (env DENO_KV_PROCESSES; default: the CPUs "
-        "this process may use, at most 8; granian only)",
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--http-server",
+        "HTTP server implementation",
+        default="granian",
         choices=HTTP_SERVERS,
-        default=env("DENO_KV_HTTP_SERVER", "granian"),
-        help="HTTP server implementation (env DENO_KV_HTTP_SERVER, default granian)",
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--request-body-timeout",
+        "answer 408 to a request whose body has not fully arrived this long after its headers",
+        default="30s",
         type=parse_duration,
-        default=parse_duration(env("DENO_KV_REQUEST_BODY_TIMEOUT", "30s")),
-        help="answer 408 to a request whose body has not fully arrived this long after its "
-        "headers (env DENO_KV_REQUEST_BODY_TIMEOUT, default 30s)",
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--tcp-quickack",
+        "ACK each request's headers at once, so clients that leave Nagle on (Deno) do "
+        "not wait ~40 ms for their body to go out",
+        default="on",
+        note="on or off",
+        from_env=lambda text: text != "off",
         action=argparse.BooleanOptionalAction,
-        default=env("DENO_KV_TCP_QUICKACK", "on") != "off",
-        help="ACK each request's headers at once, so clients that leave Nagle on (Deno) do "
-        "not wait ~40 ms for their body to go out (env DENO_KV_TCP_QUICKACK=on|off, default on)",
     )
-    p.add_argument(
+    add_env_option(
+        p,
         "--sqlite-synchronous",
+        "SQLite synchronous setting; anything below full may lose the last "
+        "acknowledged writes on power loss",
+        default="full",
         choices=SYNCHRONOUS_MODES,
-        default=env("DENO_KV_SQLITE_SYNCHRONOUS", "full"),
-        help="SQLite synchronous setting; anything below full may lose the last "
-        "acknowledged writes on power loss (env DENO_KV_SQLITE_SYNCHRONOUS, default full)",
     )
-    p.add_argument(
-        "--metrics-addr",
-        default=env("DENO_KV_METRICS_ADDR"),
-        help="serve /metrics on this HOST:PORT instead of the main port (env DENO_KV_METRICS_ADDR)",
-    )
-    p.add_argument(
+    add_env_option(p, "--metrics-addr", "serve /metrics on this HOST:PORT instead of the main port")
+    add_env_option(
+        p,
         "--ready-max-backup-lag",
+        "with backup on, /readyz fails while the oldest unshipped commit is older than this",
+        default="5m",
         type=parse_duration,
-        default=parse_duration(env("DENO_KV_READY_MAX_BACKUP_LAG", "5m")),
-        help="with backup on, /readyz fails while the oldest unshipped commit is older "
-        "than this (env DENO_KV_READY_MAX_BACKUP_LAG, default 5m)",
     )
-    p.add_argument(
-        "--console", choices=("read-write", "read-only", "off"),
-        default=env("DENO_KV_CONSOLE", "read-only"),
-        help="the web console at /console/: browse and edit, browse only, or none "
-        "(env DENO_KV_CONSOLE, default read-only)",
-    )  # fmt: skip
+    add_env_option(
+        p,
+        "--console",
+        "the web console at /console/: browse and edit, browse only, or none",
+        default="read-only",
+        choices=("read-write", "read-only", "off"),
+    )
+    _add_replica_options(p)
+    _add_backup_options(p)
+    p.set_defaults(run=run)
+
+
+def _add_replica_options(p: argparse.ArgumentParser) -> None:
     replica = p.add_argument_group(
         "read replica",
         "With --sync-from-s3 the server follows the backup at --s3-bucket/"
@@ -127,68 +132,74 @@ def add_parser(commands: Any) -> None:
     replica.add_argument(
         "--sync-from-s3", action="store_true", help="run as a read replica of the backup in S3"
     )
-    replica.add_argument(
+    add_env_option(
+        replica,
         "--primary-url",
-        default=env("DENO_KV_PRIMARY_URL"),
-        help="forward writes and strong reads to this primary "
-        "(env DENO_KV_PRIMARY_URL); without it writes are refused",
+        "forward writes and strong reads to this primary; without it writes are refused",
     )
-    replica.add_argument(
-        "--primary-access-token",
-        default=env("DENO_KV_PRIMARY_ACCESS_TOKEN"),
-        help="token for the primary (env DENO_KV_PRIMARY_ACCESS_TOKEN; default: --access-token)",
+    add_env_option(
+        replica, "--primary-access-token", "token for the primary", note="default: --access-token"
     )
-    replica.add_argument(
+    add_env_option(
+        replica,
         "--replica-undo-window",
+        "keep this much undo history for `pitr checkout` back in time; "
+        "older undo entries are trimmed",
+        default="1h",
         type=parse_duration,
-        default=parse_duration(env("DENO_KV_REPLICA_UNDO_WINDOW", "1h")),
-        help="keep this much undo history for `pitr checkout` back in time; "
-        "older undo entries are trimmed (env DENO_KV_REPLICA_UNDO_WINDOW, "
-        "default 1h)",
     )
-    replica.add_argument("--s3-poll-interval", type=parse_duration,
-                         default=parse_duration(env("DENO_KV_S3_POLL_INTERVAL", "1s")),
-                         help="how often to look for new log segments (env "
-                         "DENO_KV_S3_POLL_INTERVAL, default 1s)")  # fmt: skip
+    add_env_option(
+        replica,
+        "--s3-poll-interval",
+        "how often to look for new log segments",
+        default="1s",
+        type=parse_duration,
+    )
+
+
+def _add_backup_options(p: argparse.ArgumentParser) -> None:
     backup = p.add_argument_group(
         "backup to S3",
         "Continuous backup is on when --s3-bucket is set (AWS credentials come "
         "from the standard AWS environment and config).",
     )
     add_s3_location(backup)
-    backup.add_argument(
+    add_env_option(
+        backup,
         "--s3-compression",
+        "object body compression; 'none' writes plain protobuf that upstream's replica reads",
+        default="zstd",
         choices=COMPRESSIONS,
-        default=env("DENO_KV_S3_COMPRESSION", "zstd"),
-        help="object body compression; 'none' writes plain protobuf that "
-        "upstream's replica reads (env DENO_KV_S3_COMPRESSION, default zstd)",
     )
-    backup.add_argument(
+    add_env_option(
+        backup,
         "--s3-sync-interval",
+        "how often to upload a log segment",
+        default="1s",
         type=parse_duration,
-        default=parse_duration(env("DENO_KV_S3_SYNC_INTERVAL", "1s")),
-        help="how often to upload a log segment (env DENO_KV_S3_SYNC_INTERVAL, default 1s)",
     )
-    backup.add_argument(
+    add_env_option(
+        backup,
         "--s3-snapshot-interval",
+        "start a new generation (a full snapshot) this often",
+        default="24h",
         type=parse_duration,
-        default=parse_duration(env("DENO_KV_S3_SNAPSHOT_INTERVAL", "24h")),
-        help="start a new generation (a full snapshot) this often "
-        "(env DENO_KV_S3_SNAPSHOT_INTERVAL, default 24h)",
     )
-    backup.add_argument(
+    add_env_option(
+        backup,
         "--s3-lease-ttl",
+        "how long the backup lease (one primary per prefix) lasts unless renewed; "
+        "a primary that died is replaced after at most this long",
+        default="60s",
         type=parse_duration,
-        default=parse_duration(env("DENO_KV_S3_LEASE_TTL", "60s")),
-        help="how long the backup lease (one primary per prefix) lasts unless "
-        "renewed; a primary that died is replaced after at most this long "
-        "(env DENO_KV_S3_LEASE_TTL, default 60s)",
     )
-    backup.add_argument("--s3-retention", type=parse_duration,
-                        default=parse_duration(env("DENO_KV_S3_RETENTION", "7d")),
-                        help="keep every point of this window restorable "
-                        "(env DENO_KV_S3_RETENTION, default 7d)")  # fmt: skip
-    p.set_defaults(run=run)
+    add_env_option(
+        backup,
+        "--s3-retention",
+        "keep every point of this window restorable",
+        default="7d",
+        type=parse_duration,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -373,11 +384,3 @@ async def _serve_replica(engine: Engine, args: argparse.Namespace, host: str, po
         if forwarder is not None:
             await forwarder.close()
         await store.close()
-
-
-def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value else None
-
-
-def _float_or_none(value: str | None) -> float | None:
-    return float(value) if value else None

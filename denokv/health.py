@@ -8,7 +8,7 @@ it does not know their fields.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -29,3 +29,24 @@ class Component(Protocol):
     def status(self) -> dict[str, Any]:
         """JSON-serialisable figures for people (the console's health page)."""
         ...
+
+
+# One figure under one name: most of what components report. Each row is
+# (metric name, help text, value).
+Figure = tuple[str, str, float]
+
+
+def counters(*rows: Figure) -> Iterator[Any]:
+    """An unlabelled Prometheus counter for each row."""
+    from prometheus_client.core import CounterMetricFamily
+
+    for name, text, value in rows:
+        yield CounterMetricFamily(name, text, value=value)
+
+
+def gauges(*rows: Figure) -> Iterator[Any]:
+    """An unlabelled Prometheus gauge for each row."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    for name, text, value in rows:
+        yield GaugeMetricFamily(name, text, value=value)

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from denokv import versionstamp as stamps
 from denokv.effects import Effects, QueueChange, QueueChangeKind
+from denokv.health import gauges
 from denokv.proto import backup_pb2 as pb
 from denokv.tables import QueueRow
 
@@ -210,21 +211,19 @@ class RedoLog:
     name = "redo_log"
 
     def metrics(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
         backlog = self.backlog()
-        yield GaugeMetricFamily(
-            "denokv_redo_backlog_entries", "Redo entries not yet shipped", value=backlog.entries
-        )
-        yield GaugeMetricFamily(
-            "denokv_redo_backlog_bytes",
-            "Approximate size of the unshipped redo log",
-            value=backlog.bytes,
-        )
-        yield GaugeMetricFamily(
-            "denokv_redo_backlog_oldest_seconds",
-            "Age of the oldest unshipped redo entry",
-            value=backlog_age_s(backlog),
+        yield from gauges(
+            ("denokv_redo_backlog_entries", "Redo entries not yet shipped", backlog.entries),
+            (
+                "denokv_redo_backlog_bytes",
+                "Approximate size of the unshipped redo log",
+                backlog.bytes,
+            ),
+            (
+                "denokv_redo_backlog_oldest_seconds",
+                "Age of the oldest unshipped redo entry",
+                backlog_age_s(backlog),
+            ),
         )
 
     def problems(self) -> list[str]:

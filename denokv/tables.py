@@ -100,8 +100,9 @@ UPSERT_KV = (
     "on conflict(k) do update set v = excluded.v, v_encoding = excluded.v_encoding, "
     "version = excluded.version, seq = 0, expiration_ms = excluded.expiration_ms"
 )
-PUT_KV_ROW = (
-    "insert or replace into kv (k, v, v_encoding, version, seq, expiration_ms) "
+# `kv`, or a table with its columns (a replica stages a new snapshot in one).
+PUT_ROW = (
+    "insert or replace into {table} (k, v, v_encoding, version, seq, expiration_ms) "
     "values (?, ?, ?, ?, ?, ?)"
 )
 DELETE_KV = "delete from kv where k = ?"
@@ -329,10 +330,11 @@ def delete_many(conn: sqlite3.Connection, keys: Sequence[bytes]) -> None:
     conn.executemany(DELETE_KV, [(k,) for k in keys])
 
 
-def put_rows(conn: sqlite3.Connection, rows: Iterable[KvRow]) -> None:
-    """Write whole rows as they are (snapshots, restores, time travel), replacing any."""
+def put_rows(conn: sqlite3.Connection, rows: Iterable[KvRow], table: str = "kv") -> None:
+    """Write whole rows as they are (snapshots, restores, time travel), replacing any, into
+    `kv` or another table with its columns."""
     conn.executemany(
-        PUT_KV_ROW,
+        PUT_ROW.format(table=table),
         ((r.key, r.value, r.encoding, r.version, r.seq, r.expire_at_ms) for r in rows),
     )
 

@@ -206,12 +206,17 @@ def _encode_step(value: object, /, ctx: EncodeContext, next: EncodeNextFn) -> No
         next(value)
 
 
+def number_value(x: float) -> int | float:
+    """The Python form of a JS number: an int when it is a whole number from 0 to 2**53 - 1
+    (so `1` reads back as 1, not 1.0), else the float itself (-0.0, fractions, NaN, ...)."""
+    if x.is_integer() and abs(x) <= _SAFE_MAX and math.copysign(1.0, x) > 0:
+        return int(x)
+    return x
+
+
 def _decode_step(tag: SerializationTag, /, ctx: DecodeContext, next: DecodeNextFn) -> object:
     if tag is SerializationTag.kDouble:
-        x = ctx.stream.read_double()
-        if x.is_integer() and abs(x) <= _SAFE_MAX and math.copysign(1.0, x) > 0:
-            return int(x)
-        return x
+        return number_value(ctx.stream.read_double())
     if tag is SerializationTag.kDate:
         ms = ctx.stream.read_double()
         try:

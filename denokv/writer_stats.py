@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from denokv.health import counters, gauges
+
 log = logging.getLogger("denokv.writer")
 
 GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -63,27 +65,17 @@ class StorageFaults:
 
 
 def writer_metrics(stats: WriterStats, faults: StorageFaults, alive: bool) -> Iterator[Any]:
-    yield CounterMetricFamily("denokv_commits", "SQLite commits of writes", value=stats.commits)
-    yield CounterMetricFamily(
-        "denokv_atomic_writes", "Atomic writes committed or refused", value=stats.writes
+    yield from counters(
+        ("denokv_commits", "SQLite commits of writes", stats.commits),
+        ("denokv_atomic_writes", "Atomic writes committed or refused", stats.writes),
+        ("denokv_expiry_sweeps", "Expiry sweep batches committed", stats.sweeps),
+        ("denokv_expired_keys", "Keys deleted by expiry sweeps", stats.expired),
     )
-    yield CounterMetricFamily(
-        "denokv_expiry_sweeps", "Expiry sweep batches committed", value=stats.sweeps
-    )
-    yield CounterMetricFamily(
-        "denokv_expired_keys", "Keys deleted by expiry sweeps", value=stats.expired
-    )
-    yield GaugeMetricFamily(
-        "denokv_queue_depth", "Messages waiting in the queue", value=stats.queue_waiting
-    )
-    yield GaugeMetricFamily(
-        "denokv_queue_in_flight", "Messages being delivered", value=stats.queue_in_flight
-    )
-    yield GaugeMetricFamily(
-        "denokv_data_version", "Version of the newest commit", value=stats.data_version
-    )
-    yield GaugeMetricFamily(
-        "denokv_writer_alive", "1 while the writer thread runs", value=1 if alive else 0
+    yield from gauges(
+        ("denokv_queue_depth", "Messages waiting in the queue", stats.queue_waiting),
+        ("denokv_queue_in_flight", "Messages being delivered", stats.queue_in_flight),
+        ("denokv_data_version", "Version of the newest commit", stats.data_version),
+        ("denokv_writer_alive", "1 while the writer thread runs", 1 if alive else 0),
     )
     failures = CounterMetricFamily(
         "denokv_writer_failures", "Units of work rolled back, by cause", labels=["cause"]

@@ -34,6 +34,7 @@ from typing import Any
 from denokv import tables
 from denokv import versionstamp as stamps
 from denokv.engine import Engine
+from denokv.health import counters, gauges
 from denokv.writer import Tx
 from replica import staging
 from timemachine import layout
@@ -70,37 +71,39 @@ class FollowerStats:
         return max(0.0, time.time() - self.last_commit_ms / 1000)
 
     def metrics(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        yield GaugeMetricFamily(
-            "denokv_replica_applied_version",
-            "Version (first 8 bytes of the versionstamp) served",
-            value=stamps.version_of(self.applied12),
+        yield from gauges(
+            (
+                "denokv_replica_applied_version",
+                "Version (first 8 bytes of the versionstamp) served",
+                stamps.version_of(self.applied12),
+            ),
+            (
+                "denokv_replica_lag_seconds",
+                "Seconds behind the newest segment in S3",
+                self.lag_seconds(),
+            ),
         )
-        yield GaugeMetricFamily(
-            "denokv_replica_lag_seconds",
-            "Seconds behind the newest segment in S3",
-            value=self.lag_seconds(),
-        )
-        yield CounterMetricFamily(
-            "denokv_replica_segments_applied", "Log segments applied", value=self.segments_applied
-        )
-        yield CounterMetricFamily("denokv_replica_poll_errors", "Failed polls", value=self.errors)
-        yield CounterMetricFamily(
-            "denokv_replica_chain_errors",
-            "Gaps or forks found in the log being followed",
-            value=self.chain_errors,
-        )
-        yield CounterMetricFamily(
-            "denokv_replica_snapshot_loads",
-            "New snapshots loaded because a generation did not continue the one followed",
-            value=self.rebootstraps,
+        yield from counters(
+            ("denokv_replica_segments_applied", "Log segments applied", self.segments_applied),
+            ("denokv_replica_poll_errors", "Failed polls", self.errors),
+            (
+                "denokv_replica_chain_errors",
+                "Gaps or forks found in the log being followed",
+                self.chain_errors,
+            ),
+            (
+                "denokv_replica_snapshot_loads",
+                "New snapshots loaded because a generation did not continue the one followed",
+                self.rebootstraps,
+            ),
         )
         if self.last_poll is not None:
-            yield GaugeMetricFamily(
-                "denokv_replica_last_poll_timestamp_seconds",
-                "When S3 was last polled successfully",
-                value=self.last_poll,
+            yield from gauges(
+                (
+                    "denokv_replica_last_poll_timestamp_seconds",
+                    "When S3 was last polled successfully",
+                    self.last_poll,
+                )
             )
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 
 from denokv import tables
-from denokv import versionstamp as stamps
 from denokv.effects import replay_queue_change
 from denokv.redo_log import decode_queue_change, encode_queue_change
 from timemachine.codec import SnapshotRange
+from timemachine.snapshot import kv_rows
 
 STAGED_KV = "denokv_replica_staging_kv"
 SCHEMA = f"""
@@ -26,7 +26,6 @@ create table if not exists denokv_replica_staging_queue (
   n integer primary key, change blob not null
 )
 """
-PUT_STAGED_KV = f"insert or replace into {STAGED_KV} values (?, ?, ?, ?, ?, ?)"
 PUT_STAGED_QUEUE = "insert into denokv_replica_staging_queue (change) values (?)"
 STAGED_QUEUE = "select change from denokv_replica_staging_queue order by n"
 
@@ -44,20 +43,7 @@ def clear(conn: sqlite3.Connection) -> None:
 
 
 def add(conn: sqlite3.Connection, snapshot: SnapshotRange) -> None:
-    conn.executemany(
-        PUT_STAGED_KV,
-        [
-            (
-                e.key,
-                e.value,
-                e.encoding,
-                stamps.version_of(e.versionstamp),
-                stamps.seq_of(e.versionstamp),
-                e.expire_at_ms,
-            )
-            for e in snapshot.entries
-        ],
-    )
+    tables.put_rows(conn, kv_rows(snapshot), table=STAGED_KV)
     conn.executemany(PUT_STAGED_QUEUE, [(encode_queue_change(c),) for c in snapshot.queue])
 
 

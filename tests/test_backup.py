@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 
 from denokv.proto import backup_pb2
-from tests.support.backup_proofs import (
-    PREFIX,
-    kv_rows,
-    point_of,
-    primary,
-    restore,
-    wait_shipped,
-    workload,
-)
+from tests.support.backup_proofs import PREFIX, primary, restore, wait_shipped, workload
+from tests.support.dbfile import kv_rows, point_of
 from tests.support.deno import run_deno
 from tests.support.s3 import get_object, list_keys, put_object
 

@@ -23,18 +23,18 @@ import pytest
 
 import denokv
 from tests.support.backup_proofs import (
+    PREFIX,
     complete_generations,
     empty_bucket,
     primary,
-    query,
     replica,
     run_cli,
-    s3_args,
     wait_shipped,
-    wait_until,
 )
+from tests.support.dbfile import query
 from tests.support.fault_proxy import FaultProxy
-from tests.support.s3 import s3_client
+from tests.support.s3 import s3_args, s3_client
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
@@ -105,7 +105,7 @@ def test_restore_of_a_backup_larger_than_its_memory_limit(
         stored = backup_bytes(endpoint, bucket)
         assert stored > 1.25 * DATA_LIMIT, f"the backup ({stored} B) must dwarf the limit"
         out = tmp_path / "restored.sqlite"
-        done = run_cli(out, "pitr", "restore", *s3_args(endpoint, bucket), timeout=600,
+        done = run_cli(out, "pitr", "restore", *s3_args(endpoint, bucket, PREFIX), timeout=600,
                        preexec_fn=limit_data)  # fmt: skip
         assert done.returncode == 0, f"restore, data limit {DATA_LIMIT} B:\n{done.stderr[-3000:]}"
         assert digest(out) == expected

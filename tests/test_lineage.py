@@ -22,25 +22,23 @@ import httpx
 import pytest
 
 import denokv
+from tests.support.backup_proofs import wait_shipped
+from tests.support.dbfile import Row, backlog, kv_rows, point_of
 from tests.support.fault_proxy import FaultProxy
 from tests.support.paths import ROOT
 from tests.support.processes import ServerProcess
-from tests.support.s3 import list_keys, s3_client, s3_env
+from tests.support.s3 import list_keys, s3_args, s3_client, s3_env
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 PREFIX = "lineage/"
-Rows = list[tuple[bytes, bytes, int, int]]
-
-
-def s3_args(endpoint: str, bucket: str) -> list[str]:
-    return ["--s3-bucket", bucket, "--s3-prefix", PREFIX, "--s3-endpoint", endpoint,
-            "--s3-force-path-style"]  # fmt: skip
+Rows = list[Row]
 
 
 def primary(db: Path, endpoint: str, bucket: str, *extra: str) -> ServerProcess:
     return ServerProcess(
-        db, extra_args=[*s3_args(endpoint, bucket), "--s3-sync-interval", "200ms", *extra],
+        db, extra_args=[*s3_args(endpoint, bucket, PREFIX), "--s3-sync-interval", "200ms", *extra],
         env=s3_env(),
     )  # fmt: skip
 
@@ -48,43 +46,9 @@ def primary(db: Path, endpoint: str, bucket: str, *extra: str) -> ServerProcess:
 def replica(db: Path, endpoint: str, bucket: str, token: str) -> ServerProcess:
     return ServerProcess(
         db, token=token, env=s3_env(),
-        extra_args=[*s3_args(endpoint, bucket), "--sync-from-s3", "--s3-poll-interval", "200ms"],
+        extra_args=[*s3_args(endpoint, bucket, PREFIX), "--sync-from-s3",
+                    "--s3-poll-interval", "200ms"],
     )  # fmt: skip
-
-
-def rows(db: Path) -> Rows:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("select k, v, v_encoding, version from kv order by k").fetchall()
-    finally:
-        conn.close()
-
-
-def data_version(db: Path) -> int:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("select version from data_version where k = 0").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def backlog(db: Path) -> int:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("select count(*) from denokv_redo_log").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def wait_until(predicate, timeout: float = 30, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.1)
-
-
-def wait_shipped(db: Path) -> None:
-    wait_until(lambda: backlog(db) == 0, 30, "the redo backlog shipped")
 
 
 def copy_file(src: Path, dst: Path) -> None:
@@ -95,7 +59,7 @@ def copy_file(src: Path, dst: Path) -> None:
 
 def restore(db: Path, endpoint: str, bucket: str, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "cli.main", "--sqlite-path", str(db), "pitr", "restore",
-           *s3_args(endpoint, bucket), *extra]  # fmt: skip
+           *s3_args(endpoint, bucket, PREFIX), *extra]  # fmt: skip
     return subprocess.run(
         cmd, cwd=ROOT, env=s3_env(), capture_output=True, text=True, timeout=120, check=False
     )
@@ -105,7 +69,7 @@ def restored_rows(tmp_path: Path, endpoint: str, bucket: str, name: str, *extra:
     out = tmp_path / name
     done = restore(out, endpoint, bucket, *extra)
     assert done.returncode == 0, done.stderr
-    return rows(out)
+    return kv_rows(out)
 
 
 async def phase(url: str, token: str, tag: str, count: int = 15) -> None:
@@ -131,7 +95,7 @@ def test_a_rolled_back_file_starts_a_new_history(
     copy_file(db, tmp_path / "older-copy.sqlite")
     run_phase(srv, "b")
     wait_shipped(db)
-    at_b = rows(db)
+    at_b = kv_rows(db)
     after_b = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 1)) + "Z"
     assert srv.stop() == 0
     time.sleep(1.5)  # the new history starts after that moment
@@ -142,7 +106,7 @@ def test_a_rolled_back_file_starts_a_new_history(
     try:
         run_phase(srv, "c")
         wait_shipped(db)
-        expected = rows(db)
+        expected = kv_rows(db)
     finally:
         assert srv.stop() == 0
     assert not any(k.startswith(b"\x02b\x00") for k, *_ in expected)
@@ -162,11 +126,11 @@ def test_restore_then_a_new_primary_while_a_replica_follows(
     try:
         run_phase(first, "a")
         wait_shipped(first.db_path)
-        stamp_a = f"{data_version(first.db_path):016x}0000"
+        stamp_a = point_of(first.db_path)
         run_phase(first, "b")
         wait_shipped(first.db_path)
-        at_b = rows(first.db_path)
-        wait_until(lambda: rows(follower.db_path) == at_b, 30, "the replica followed the first")
+        at_b = kv_rows(first.db_path)
+        wait_until(lambda: kv_rows(follower.db_path) == at_b, 30, "the replica followed the first")
         assert first.stop() == 0
         restored = tmp_path / "restored.sqlite"
         done = restore(restored, endpoint, bucket, "--at", stamp_a)
@@ -174,10 +138,10 @@ def test_restore_then_a_new_primary_while_a_replica_follows(
         second = primary(restored, endpoint, bucket).start()
         run_phase(second, "c")
         wait_shipped(restored)
-        expected = rows(restored)
+        expected = kv_rows(restored)
         assert not any(k.startswith(b"\x02b\x00") for k, *_ in expected)
         wait_until(
-            lambda: rows(follower.db_path) == expected, 40, "the replica followed the second"
+            lambda: kv_rows(follower.db_path) == expected, 40, "the replica followed the second"
         )
     finally:
         follower.stop()
@@ -208,7 +172,7 @@ def test_a_second_primary_on_the_same_prefix_does_not_ship(
         assert "denokv_backup_lease_held 0.0" in httpx.get(second.url + "/metrics").text
         run_phase(first, "b")
         wait_shipped(first.db_path)
-        expected = rows(first.db_path)
+        expected = kv_rows(first.db_path)
     finally:
         second.stop()
         first.stop()
@@ -265,7 +229,7 @@ def test_commits_made_without_capture_are_not_skipped(
         run_phase(srv, "c")
         proxy.passthrough()
         wait_shipped(db)
-        expected = rows(db)
+        expected = kv_rows(db)
     finally:
         proxy.passthrough()
         assert srv.stop() == 0
@@ -285,13 +249,13 @@ def test_a_second_primary_taking_over_after_the_lease_expires(
     first.stop(sig=signal.SIGKILL)
     standby = ServerProcess(
         tmp_path / "standby.sqlite", token=first.token, env=s3_env(),
-        extra_args=[*s3_args(endpoint, bucket), "--s3-sync-interval", "200ms",
+        extra_args=[*s3_args(endpoint, bucket, PREFIX), "--s3-sync-interval", "200ms",
                     "--s3-lease-ttl", "3s"],
     ).start()  # fmt: skip
     try:
         run_phase(standby, "b")
         wait_until(lambda: backlog(standby.db_path) == 0, 30, "the standby shipping")
-        expected = rows(standby.db_path)
+        expected = kv_rows(standby.db_path)
     finally:
         standby.stop()
     assert restored_rows(tmp_path, endpoint, bucket, "latest.sqlite") == expected

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.backup_proofs import (
+    PREFIX,
     complete_generations,
-    kv_rows,
-    point_of,
     primary,
     run_cli,
-    s3_args,
     wait_shipped,
-    wait_until,
     write_phase,
 )
+from tests.support.dbfile import kv_rows, point_of
+from tests.support.s3 import s3_args
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ ROTATE_EVERY = "8s"  # long enough for a write, a shipment and a `pitr sync` in 
 
 
 def pitr(db: Path, *args: str, s3: tuple[str, str] | None = None) -> str:
-    extra = s3_args(*s3) if s3 else []
+    extra = s3_args(*s3, PREFIX) if s3 else []
     done = run_cli(db, "pitr", *args, *extra)
     assert done.returncode == 0, f"pitr {' '.join(args)} failed:\n{done.stderr}"
     return done.stdout

@@ -20,16 +20,17 @@ import pytest
 
 import denokv
 from tests.support.backup_proofs import (
+    PREFIX,
     complete_generations,
     primary,
-    query,
     replica,
     run_cli,
-    s3_args,
     wait_shipped,
-    wait_until,
 )
+from tests.support.dbfile import query
 from tests.support.processes import ServerProcess
+from tests.support.s3 import s3_args
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
@@ -112,7 +113,7 @@ def test_a_restored_file_delivers_the_pending_messages(
     finally:
         assert srv.stop() == 0
     restored = tmp_path / "restored.sqlite"
-    done = run_cli(restored, "pitr", "restore", *s3_args(endpoint, bucket))
+    done = run_cli(restored, "pitr", "restore", *s3_args(endpoint, bucket, PREFIX))
     assert done.returncode == 0, done.stderr
     assert query(restored, QUEUE_ROWS) == on_primary
     delivered = asyncio.run(deliver_all(restored, len(on_primary)))

@@ -28,11 +28,13 @@ import httpx
 import pytest
 
 import denokv
+from tests.support.dbfile import backlog, point_of
 from tests.support.fault_proxy import FaultProxy
 from tests.support.paths import ROOT
 from tests.support.processes import ServerProcess
 from tests.support.s3 import get_object as s3_object
-from tests.support.s3 import list_keys, s3_client, s3_env
+from tests.support.s3 import list_keys, s3_args, s3_client, s3_env
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
@@ -54,35 +56,6 @@ def state(db: Path) -> State:
         return kv, queue
     finally:
         conn.close()
-
-
-def stamp(db: Path) -> str:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-    try:
-        (version,) = conn.execute("select version from data_version where k = 0").fetchone()
-    finally:
-        conn.close()
-    return f"{version:016x}0000"
-
-
-def backlog(db: Path) -> int:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("select count(*) from denokv_redo_log").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def s3_args(endpoint: str, bucket: str) -> list[str]:
-    return ["--s3-bucket", bucket, "--s3-prefix", PREFIX, "--s3-endpoint", endpoint,
-            "--s3-force-path-style"]  # fmt: skip
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.1)
 
 
 async def random_round(url: str, token: str, rng: random.Random, round_: int) -> None:
@@ -110,7 +83,7 @@ async def random_round(url: str, token: str, rng: random.Random, round_: int) ->
 
 def restore(db: Path, endpoint: str, bucket: str, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "cli.main", "--sqlite-path", str(db), "pitr", "restore",
-           *s3_args(endpoint, bucket), *extra]  # fmt: skip
+           *s3_args(endpoint, bucket, PREFIX), *extra]  # fmt: skip
     return subprocess.run(
         cmd, cwd=ROOT, env=s3_env(), capture_output=True, text=True, timeout=120, check=False
     )
@@ -123,7 +96,7 @@ def test_random_history_with_crashes_faults_rotations_and_an_intruder(
     direct = proxy.upstream if hasattr(proxy, "upstream") else proxied
     rng = random.Random(SEED)
     db = tmp_path / "primary.sqlite"
-    args = [*s3_args(proxied, bucket), "--s3-sync-interval", "200ms",
+    args = [*s3_args(proxied, bucket, PREFIX), "--s3-sync-interval", "200ms",
             "--s3-snapshot-interval", "2s", "--s3-lease-ttl", "4s"]  # fmt: skip
     primary = ServerProcess(db, extra_args=args, env=s3_env()).start()
     points: list[tuple[str, State]] = []
@@ -137,7 +110,7 @@ def test_random_history_with_crashes_faults_rotations_and_an_intruder(
             else:
                 proxy.passthrough()
             asyncio.run(random_round(primary.url, primary.token, rng, round_))
-            points.append((stamp(db), state(db)))
+            points.append((point_of(db), state(db)))
             if round_ == 6:
                 primary.stop(sig=signal.SIGKILL)
                 primary.start()
@@ -174,7 +147,8 @@ def test_random_history_with_crashes_faults_rotations_and_an_intruder(
 
     replica = ServerProcess(
         tmp_path / "replica.sqlite",
-        extra_args=[*s3_args(proxied, bucket), "--sync-from-s3", "--s3-poll-interval", "200ms"],
+        extra_args=[*s3_args(proxied, bucket, PREFIX), "--sync-from-s3",
+                    "--s3-poll-interval", "200ms"],
         env=s3_env(),
     ).start()  # fmt: skip
     try:

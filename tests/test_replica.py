@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,25 +14,22 @@ import httpx
 import pytest
 
 import denokv
+from tests.support.dbfile import backlog, kv_rows, point_of
 from tests.support.deno import deno_binary, deno_env
 from tests.support.paths import DENO_SCRIPTS, ROOT
 from tests.support.processes import ServerProcess
-from tests.support.s3 import list_keys, s3_env
+from tests.support.s3 import list_keys, s3_args, s3_env
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.s3
 
 PREFIX = "kv/"
 
 
-def s3_args(endpoint: str, bucket: str) -> list[str]:
-    return ["--s3-bucket", bucket, "--s3-prefix", PREFIX, "--s3-endpoint", endpoint,
-            "--s3-force-path-style"]  # fmt: skip
-
-
 def start_primary(tmp_path: Path, endpoint: str, bucket: str, *extra: str) -> ServerProcess:
     return ServerProcess(
         tmp_path / "primary.sqlite",
-        extra_args=[*s3_args(endpoint, bucket), "--s3-sync-interval", "200ms", *extra],
+        extra_args=[*s3_args(endpoint, bucket, PREFIX), "--s3-sync-interval", "200ms", *extra],
         env=s3_env(),
     ).start()
 
@@ -43,25 +39,10 @@ def replica_process(tmp_path: Path, endpoint: str, bucket: str, token: str, *ext
     return ServerProcess(
         tmp_path / name,
         token=token,
-        extra_args=[*s3_args(endpoint, bucket), "--sync-from-s3", "--s3-poll-interval", "200ms",
-                    *extra],
+        extra_args=[*s3_args(endpoint, bucket, PREFIX), "--sync-from-s3",
+                    "--s3-poll-interval", "200ms", *extra],
         env=s3_env(),
     )  # fmt: skip
-
-
-def rows(db: Path) -> list[tuple[bytes, bytes, int, int]]:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("select k, v, v_encoding, version from kv order by k").fetchall()
-    finally:
-        conn.close()
-
-
-def wait_until(predicate, timeout: float = 20, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.05)
 
 
 def wait_ready(srv: ServerProcess, timeout: float = 30) -> None:
@@ -175,20 +156,12 @@ def test_replica_converges_after_sigkill_in_bootstrap_and_in_apply(
         time.sleep(0.4)
         replica.stop(sig=signal.SIGKILL)  # likely mid-apply
         replica.start()
-        wait_until(lambda: _backlog(primary.db_path) == 0, what="primary shipped")
-        target = rows(primary.db_path)
-        wait_until(lambda: rows(replica.db_path) == target, 30, "replica converged")
+        wait_until(lambda: backlog(primary.db_path) == 0, 20, "primary shipped")
+        target = kv_rows(primary.db_path)
+        wait_until(lambda: kv_rows(replica.db_path) == target, 30, "replica converged")
         replica.stop()
     finally:
         primary.stop()
-
-
-def _backlog(db: Path) -> int:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute("select count(*) from denokv_redo_log").fetchone()[0]
-    finally:
-        conn.close()
 
 
 @pytest.mark.slow
@@ -203,9 +176,9 @@ def test_follows_the_primary_into_a_new_generation(
         for round_ in range(3):
             asyncio.run(write_some(primary.url, primary.token, round_ * 50, 50))
             time.sleep(1.3)  # the primary rotates generations meanwhile
-        wait_until(lambda: _backlog(primary.db_path) == 0, what="primary shipped")
-        target = rows(primary.db_path)
-        wait_until(lambda: rows(replica.db_path) == target, 30, "replica caught up")
+        wait_until(lambda: backlog(primary.db_path) == 0, 20, "primary shipped")
+        target = kv_rows(primary.db_path)
+        wait_until(lambda: kv_rows(replica.db_path) == target, 30, "replica caught up")
     finally:
         replica.stop()
         primary.stop()
@@ -215,7 +188,7 @@ def pitr(db: Path, *args: str, endpoint: str | None = None, bucket: str | None =
          ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     cmd = [sys.executable, "-m", "cli.main", "--sqlite-path", str(db), "pitr", *args]
     if endpoint is not None and bucket is not None:
-        cmd += s3_args(endpoint, bucket)
+        cmd += s3_args(endpoint, bucket, PREFIX)
     return subprocess.run(cmd, cwd=ROOT, env=s3_env(), capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip
 
@@ -229,15 +202,13 @@ def test_pitr_sync_list_info_checkout(tmp_path: Path, s3_bucket: tuple[str, str]
         # The first generation's snapshot is of the empty database (versionstamp zero).
         wait_until(
             lambda: any(k.endswith("/differential") for k in list_keys(endpoint, bucket, PREFIX)),
-            what="the first generation",
+            20,
+            "the first generation",
         )
         for phase in range(3):
             asyncio.run(write_some(primary.url, primary.token, phase * 10, 10))
-            wait_until(lambda: _backlog(primary.db_path) == 0, what="shipped")
-            conn = sqlite3.connect(primary.db_path)
-            version = conn.execute("select version from data_version where k = 0").fetchone()[0]
-            conn.close()
-            states.append((f"{version:016x}0000", rows(primary.db_path)))
+            wait_until(lambda: backlog(primary.db_path) == 0, 20, "shipped")
+            states.append((point_of(primary.db_path), kv_rows(primary.db_path)))
     finally:
         primary.stop()
     db = tmp_path / "tt.sqlite"
@@ -256,7 +227,7 @@ def test_pitr_sync_list_info_checkout(tmp_path: Path, s3_bucket: tuple[str, str]
         done = pitr(db, "checkout", stamp)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"Snapshot is now at versionstamp {stamp}"
-        assert rows(db) == expected
+        assert kv_rows(db) == expected
     bad = pitr(db, "checkout", "xyz")
     assert bad.returncode == 1 and "invalid versionstamp xyz" in bad.stderr
     bad_time = pitr(db, "list", "--start", "soon")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.backup_proofs import kv_rows, primary, restore, wait_shipped, workload
+from tests.support.backup_proofs import primary, restore, wait_shipped, workload
+from tests.support.dbfile import kv_rows
 from timemachine.retention import doomed_generations
 
 DAY_MS = 86_400_000

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from denokv.engine import Engine
-from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
+from tests.support.writes import put
 from timemachine import layout
 from timemachine import shipper as shipper_module
 from timemachine.generations import list_generations
@@ -33,13 +33,6 @@ from timemachine.shipper import Shipper, ShipperOptions
 PREFIX = "p/"
 SYNC_S = 0.05
 PASSES = 6
-
-
-def put(i: int) -> AtomicWrite:
-    key = b"\x02k%d\x00" % i
-    return AtomicWrite(
-        mutations=(Mutation(key, MutationKind.SET, b"v%d" % i, ValueEncoding.BYTES),)
-    )
 
 
 def keys_of(store: MemoryStore, generation: str) -> list[str]:

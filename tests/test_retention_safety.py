@@ -26,15 +26,14 @@ import pytest
 from tests.support.backup_proofs import (
     PREFIX,
     complete_generations,
-    kv_rows,
     primary,
     run_cli,
-    s3_args,
     wait_shipped,
-    wait_until,
     write_phase,
 )
-from tests.support.s3 import get_object, list_keys, put_object
+from tests.support.dbfile import kv_rows
+from tests.support.s3 import get_object, list_keys, put_object, s3_args
+from tests.support.waiting import wait_until
 from timemachine import layout
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -87,7 +86,7 @@ def test_a_half_uploaded_generation_does_not_cost_the_one_the_window_starts_in(
         assert srv.stop() == 0
     assert time.time() - retention < point, "the test took too long: the point left the window"
     done = run_cli(tmp_path / "at-point.sqlite", "pitr", "restore", "--at", rfc3339(point),
-                   *s3_args(endpoint, bucket))  # fmt: skip
+                   *s3_args(endpoint, bucket, PREFIX))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"from generation {first}" in done.stdout
     assert kv_rows(tmp_path / "at-point.sqlite") == expected

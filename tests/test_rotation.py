@@ -18,6 +18,8 @@ import pytest
 
 from denokv.engine import Engine
 from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
+from tests.support.dbfile import kv_rows
+from tests.support.writes import put
 from timemachine import snapshot as snapshot_module
 from timemachine.generations import list_generations
 from timemachine.memory_store import MemoryStore
@@ -26,21 +28,6 @@ from timemachine.shipper import GENERATION, Shipper, ShipperOptions
 from timemachine.store import ObjectStoreError
 
 PREFIX = "p/"
-
-
-def put(i: int) -> AtomicWrite:
-    key = b"\x02k%d\x00" % i
-    return AtomicWrite(
-        mutations=(Mutation(key, MutationKind.SET, b"v%d" % i, ValueEncoding.BYTES),)
-    )
-
-
-def rows(db: Path) -> list[tuple[bytes, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("select k, v, v_encoding, version from kv order by k").fetchall()
-    finally:
-        conn.close()
 
 
 def version_stamp(engine: Engine) -> bytes:
@@ -64,7 +51,7 @@ async def test_a_failed_upload_of_the_old_tail_aborts_the_rotation(
     for i in range(10):
         await engine.atomic_write(put(i))
     point = version_stamp(engine)  # inside the old generation's tail
-    expected = rows(tmp_path / "kv.sqlite")
+    expected = kv_rows(tmp_path / "kv.sqlite")
     for i in range(10, 15):
         await engine.atomic_write(put(i))
     store.fail_next(1, "put")  # the old generation's last segment
@@ -77,7 +64,7 @@ async def test_a_failed_upload_of_the_old_tail_aborts_the_rotation(
     out = tmp_path / "at-point.sqlite"
     result = await restore(store, PREFIX, Point(versionstamp=point), out)
     assert result.generation == first
-    assert rows(out) == expected
+    assert kv_rows(out) == expected
     shipper.close()
 
 
@@ -109,7 +96,7 @@ async def test_a_crash_between_differential_and_state_adopts_the_new_generation(
     assert restarted.stats.generation == newest.name, "the completed generation was not adopted"
     out = tmp_path / "latest.sqlite"
     await restore(store, PREFIX, Point(), out)
-    assert rows(out) == rows(tmp_path / "kv.sqlite")
+    assert kv_rows(out) == kv_rows(tmp_path / "kv.sqlite")
     restarted.close()
 
 
@@ -153,7 +140,7 @@ async def test_backups_written_before_lineage_still_restore(engine: Engine, tmp_
         for j in range(5):
             await engine.atomic_write(put(i * 10 + j))
         await shipper.ship_pending()  # a segment each
-    expected = rows(tmp_path / "kv.sqlite")
+    expected = kv_rows(tmp_path / "kv.sqlite")
     shipper.close()
     logs = 0
     for key in list(store.keys()):
@@ -168,7 +155,7 @@ async def test_backups_written_before_lineage_still_restore(engine: Engine, tmp_
     assert logs == 3
     out = tmp_path / "old-format.sqlite"
     await restore(store, PREFIX, Point(), out)
-    assert rows(out) == expected
+    assert kv_rows(out) == expected
 
 
 async def test_shipped_rows_are_trimmed_a_bounded_batch_per_commit(engine: Engine) -> None:

@@ -10,11 +10,11 @@ backlog under a data-size limit through the real CLI).
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from denokv.engine import Engine
 from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
+from tests.support.dbfile import kv_rows
 from timemachine import layout
 from timemachine.codec import decode_segment
 from timemachine.memory_store import MemoryStore
@@ -36,14 +36,6 @@ def commit(n: int) -> AtomicWrite:
             for j in range(PER_COMMIT)
         )
     )  # fmt: skip
-
-
-def rows(db: Path) -> list[tuple[bytes, bytes, int, int]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("select k, v, v_encoding, version from kv order by k").fetchall()
-    finally:
-        conn.close()
 
 
 async def test_a_backlog_ships_as_segments_within_the_byte_bound(tmp_path: Path) -> None:
@@ -69,4 +61,4 @@ async def test_a_backlog_ships_as_segments_within_the_byte_bound(tmp_path: Path)
         assert data < BOUND + PER_COMMIT * (VALUE + 16), (key, data)
         assert segment.entries[-1].is_boundary
         assert layout.parse_log_name(key).last12 == segment.entries[-1].versionstamp12
-    assert rows(out) == rows(tmp_path / "kv.sqlite")
+    assert kv_rows(out) == kv_rows(tmp_path / "kv.sqlite")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from denokv.engine import Engine
-from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
+from tests.support.dbfile import kv_rows
 from tests.support.s3 import list_keys, s3_env
+from tests.support.writes import put
 from timemachine.restore import Point, restore
 from timemachine.s3 import S3Options, S3Store
 from timemachine.shipper import Shipper, ShipperOptions
@@ -17,20 +17,6 @@ from timemachine.shipper import Shipper, ShipperOptions
 pytestmark = pytest.mark.s3
 
 PREFIX = "p/"
-
-
-def put(i: int) -> AtomicWrite:
-    return AtomicWrite(
-        mutations=(Mutation(b"\x02k%d\x00" % i, MutationKind.SET, b"v%d" % i, ValueEncoding.BYTES),)
-    )
-
-
-def rows(db: Path) -> list[tuple[bytes, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("select k, v, v_encoding, version from kv order by k").fetchall()
-    finally:
-        conn.close()
 
 
 async def test_a_crash_between_upload_and_trim_loses_and_duplicates_nothing(
@@ -68,7 +54,7 @@ async def test_a_crash_between_upload_and_trim_loses_and_duplicates_nothing(
 
         out = tmp_path / "restored.sqlite"
         result = await restore(store, PREFIX, Point(), out)
-        assert rows(out) == rows(tmp_path / "kv.sqlite")
+        assert kv_rows(out) == kv_rows(tmp_path / "kv.sqlite")
         assert result.keys == 25
         first.close()
         restarted.close()

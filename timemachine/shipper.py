@@ -37,11 +37,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from denokv import redo_log, tables
 from denokv import versionstamp as stamps
 from denokv.engine import Engine
+from denokv.health import counters, gauges
 from denokv.redo_log import RedoEntry, RedoLog
 from denokv.writer import Tx
 from timemachine import layout
@@ -505,28 +504,23 @@ class Shipper:
 
     def metrics(self) -> Iterator[Any]:
         stats = self.stats
-        yield CounterMetricFamily(
-            "denokv_s3_segments_shipped", "Log segments uploaded", value=stats.segments
+        yield from counters(
+            ("denokv_s3_segments_shipped", "Log segments uploaded", stats.segments),
+            ("denokv_s3_bytes_shipped", "Bytes of log segments uploaded", stats.bytes),
+            ("denokv_s3_errors", "Failed shipping attempts", stats.errors),
+            ("denokv_s3_generations", "Backup generations started", stats.generations),
         )
-        yield CounterMetricFamily(
-            "denokv_s3_bytes_shipped", "Bytes of log segments uploaded", value=stats.bytes
-        )
-        yield CounterMetricFamily(
-            "denokv_s3_errors", "Failed shipping attempts", value=stats.errors
-        )
-        yield CounterMetricFamily(
-            "denokv_s3_generations", "Backup generations started", value=stats.generations
-        )
-        yield GaugeMetricFamily(
-            "denokv_backup_lease_held",
-            "1 while this primary holds the prefix's backup lease",
-            value=1 if self.lease.held else 0,
+        yield from gauges(
+            (
+                "denokv_backup_lease_held",
+                "1 while this primary holds the prefix's backup lease",
+                1 if self.lease.held else 0,
+            )
         )
         if stats.last_success is not None:
-            yield GaugeMetricFamily(
-                "denokv_s3_last_success_timestamp_seconds",
-                "When shipping last succeeded",
-                value=stats.last_success,
+            when = stats.last_success
+            yield from gauges(
+                ("denokv_s3_last_success_timestamp_seconds", "When shipping last succeeded", when)
             )
 
     def problems(self) -> list[str]:

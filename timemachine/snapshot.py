@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from denokv import tables
@@ -138,21 +139,15 @@ def _queue_state(conn: sqlite3.Connection) -> list[QueueChange]:
     return waiting + running
 
 
+def kv_rows(snapshot: SnapshotRange) -> Iterator[tables.KvRow]:
+    """A snapshot range's keys as rows of `kv`."""
+    for e in snapshot.entries:
+        version, seq = stamps.version_of(e.versionstamp), stamps.seq_of(e.versionstamp)
+        yield tables.KvRow(e.key, e.value, e.encoding, version, seq, e.expire_at_ms)
+
+
 def store_range(conn: sqlite3.Connection, snapshot: SnapshotRange) -> None:
     """Write a snapshot range's keys and queue rows into Deno's tables (replacing any)."""
-    tables.put_rows(
-        conn,
-        (
-            tables.KvRow(
-                e.key,
-                e.value,
-                e.encoding,
-                stamps.version_of(e.versionstamp),
-                stamps.seq_of(e.versionstamp),
-                e.expire_at_ms,
-            )
-            for e in snapshot.entries
-        ),
-    )
+    tables.put_rows(conn, kv_rows(snapshot))
     for change in snapshot.queue:
         replay_queue_change(conn, change)

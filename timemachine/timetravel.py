@@ -20,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from denokv import tables
 from denokv import versionstamp as stamps
@@ -209,19 +210,8 @@ def _apply_forward(
     queue: bytes | None,
 ) -> None:
     """Apply one redo entry and keep what undoes it."""
-    if queue is not None:
-        inverse = replay_queue_change(conn, decode_queue_change(queue))
-        conn.execute(PUT_UNDO, (vs12, ts, b"", None, 0, -1, 0, encode_queue_change(inverse)))
-    else:
-        prior = tables.get_row(conn, k)
-        if prior is None:
-            conn.execute(PUT_UNDO, (vs12, ts, k, None, 0, -1, 0, None))
-        else:
-            conn.execute(
-                PUT_UNDO,
-                (vs12, ts, k, prior.value, prior.encoding, prior.expire_at_ms, prior.version, None),
-            )
-        _set(conn, k, v, enc, exp, stamps.version_of(vs12))
+    back = _swap(conn, _Change(k, v, enc, exp, stamps.version_of(vs12), queue))
+    conn.execute(PUT_UNDO, (vs12, ts, *back))
     conn.execute(DELETE_REDO, (vs12,))
 
 
@@ -259,18 +249,37 @@ def _apply_backward(
     prior_version: int,
     queue: bytes | None,
 ) -> None:
-    """Undo one entry and put it back into the redo log."""
-    if queue is not None:
-        inverse = replay_queue_change(conn, decode_queue_change(queue))
-        conn.execute(PUT_REDO, (vs12, ts, b"", None, 0, -1, encode_queue_change(inverse)))
-    else:
-        now = tables.get_row(conn, k)
-        if now is None:
-            conn.execute(PUT_REDO, (vs12, ts, k, None, 0, -1, None))
-        else:
-            conn.execute(PUT_REDO, (vs12, ts, k, now.value, now.encoding, now.expire_at_ms, None))
-        _set(conn, k, v, enc, exp, prior_version)
+    """Undo one entry and put it back into the redo log (which keeps no version: the
+    versionstamp gives it)."""
+    back = _swap(conn, _Change(k, v, enc, exp, prior_version, queue))
+    conn.execute(
+        PUT_REDO, (vs12, ts, back.k, back.v, back.encoding, back.expiration_ms, back.queue)
+    )
     conn.execute(DELETE_UNDO, (vs12,))
+
+
+class _Change(NamedTuple):
+    """One logged change: a key's new state (`v` None deletes it), or a queue change."""
+
+    k: bytes
+    v: bytes | None
+    encoding: int
+    expiration_ms: int
+    version: int
+    queue: bytes | None
+
+
+def _swap(conn: sqlite3.Connection, change: _Change) -> _Change:
+    """Make `change` and return the change that takes it back: the state it replaced."""
+    if change.queue is not None:
+        inverse = replay_queue_change(conn, decode_queue_change(change.queue))
+        return _Change(b"", None, 0, -1, 0, encode_queue_change(inverse))
+    k = change.k
+    prior = tables.get_row(conn, k)
+    _set(conn, k, change.v, change.encoding, change.expiration_ms, change.version)
+    if prior is None:
+        return _Change(k, None, 0, -1, 0, None)
+    return _Change(k, prior.value, prior.encoding, prior.expire_at_ms, prior.version, None)
 
 
 def _set(

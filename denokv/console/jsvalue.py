@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from v8serialize import TagReader
-from v8serialize.constants import FLOAT64_SAFE_INT_RANGE, SerializationTag
+from v8serialize.constants import SerializationTag
 from v8serialize.decode import DecodeContext, DecodeNextFn, DefaultDecodeContext
 from v8serialize.extensions import NodeJsArrayBufferViewHostObjectHandler
 from v8serialize.jstypes import (
@@ -43,9 +43,8 @@ from v8serialize.jstypes import (
     JSUndefined,
 )
 
-from denokv.values import BYTES, LE64, V8, KvU64, V8Reader
+from denokv.values import BYTES, LE64, V8, KvU64, V8Reader, number_value
 
-_SAFE_MAX = FLOAT64_SAFE_INT_RANGE.stop - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 WIDTH = 72  # a container printed wider than this is broken over several lines
@@ -66,10 +65,7 @@ class JSDate:
 
 def _decode_step(tag: SerializationTag, /, ctx: DecodeContext, next: DecodeNextFn) -> object:
     if tag is SerializationTag.kDouble:
-        x = ctx.stream.read_double()
-        if x.is_integer() and abs(x) <= _SAFE_MAX and math.copysign(1.0, x) > 0:
-            return int(x)
-        return x
+        return number_value(ctx.stream.read_double())
     if tag is SerializationTag.kDate:
         date = JSDate(ctx.stream.read_double())
         ctx.stream.objects.record_reference(date)

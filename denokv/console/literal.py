@@ -27,9 +27,8 @@ from typing import Any
 from v8serialize.jstypes import JSBigInt, JSMap, JSSet, JSUndefined
 
 from denokv.keys import KeyPart
-from denokv.values import KvU64
+from denokv.values import KvU64, number_value
 
-_SAFE_MAX = 2**53 - 1
 _NUMBER = re.compile(
     r"0[xX][0-9a-fA-F_]+n?|0[oO][0-7_]+n?|0[bB][01_]+n?"
     r"|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?n?"
@@ -81,13 +80,6 @@ def parse_number(text: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float) or isinstance(value, JSBigInt):
         raise LiteralError(f"{text.strip()!r} is not a number")
     return value
-
-
-def number_value(x: float) -> int | float:
-    """The Python form of a JS number: int when integral and safe, so it prints as `1`."""
-    if math.isfinite(x) and x.is_integer() and abs(x) <= _SAFE_MAX and math.copysign(1, x) > 0:
-        return int(x)
-    return x
 
 
 def date_from_ms(ms: float) -> datetime:

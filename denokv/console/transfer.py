@@ -38,10 +38,10 @@ from v8serialize.jstypes import (
 )
 
 from denokv.console.jsvalue import JSDate, decode_exact, js_date
-from denokv.console.literal import LiteralError, date_from_text, number_value
+from denokv.console.literal import LiteralError, date_from_text
 from denokv.keys import KeyPart, decode_key, encode_key
 from denokv.operations import Entry
-from denokv.values import V8, KvU64, encode_value
+from denokv.values import V8, KvU64, encode_value, number_value
 
 _SPECIAL_NUMBERS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf, "-0": -0.0}
 

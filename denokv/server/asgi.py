@@ -7,13 +7,11 @@ same body reader, under the same size and time bounds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply
+from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply, stream_until_gone
 
 if TYPE_CHECKING:
     from denokv.server.host import FrontHost
@@ -125,20 +123,7 @@ async def _stream(send: Any, receive: Any, reply: Stream, what: str) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    pumping = asyncio.ensure_future(pump())
-    gone = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({pumping, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (pumping, gone):
-            task.cancel()
-        for task in (pumping, gone):
-            with contextlib.suppress(BaseException):
-                await task
-        failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
-        if failure is not None:
-            error_reply(failure, what)
-        await frames.aclose()
+    await stream_until_gone(pump(), disconnected(), reply, what)
 
 
 async def _framework(server: FrontHost, scope: Any, request: AsgiRequest, receive: Any,

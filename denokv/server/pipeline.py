@@ -10,9 +10,11 @@ hypercorn) only adapt these to their own send and receive calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from denokv import limits as L
 from denokv import texts as T
@@ -41,6 +43,36 @@ class Stream:
 
 class ClientGone(Exception):
     """The client went away before its request was answered; nothing is sent."""
+
+
+async def stream_until_gone(
+    pump: Coroutine[Any, Any, None],
+    gone: Awaitable[object],
+    reply: Stream,
+    what: str,
+    closed: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Run `pump` (which sends `reply`'s frames) until it ends or `gone` says the client
+    left, whichever comes first, then close the frames.
+
+    A failure of the pump is logged through `error_reply` (the answer has begun, so
+    nothing more is sent), unless it is one of `closed`: the connection went away
+    under it.
+    """
+    pumping = asyncio.ensure_future(pump)
+    leaving = asyncio.ensure_future(gone)
+    try:
+        await asyncio.wait({pumping, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, leaving):
+            task.cancel()
+        for task in (pumping, leaving):
+            with contextlib.suppress(BaseException):
+                await task
+        failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
+        if failure is not None and not isinstance(failure, closed):
+            error_reply(failure, what)
+        await reply.frames.aclose()
 
 
 def error_reply(exc: BaseException, what: str) -> Reply | None:

@@ -47,8 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
+from denokv.health import counters, gauges
 from denokv.server import ipc
 from denokv.server.pipeline import TEXT, error_reply
 
@@ -264,15 +263,13 @@ class WorkerHub:
         return sum(1 for w in self.workers.values() if w.ready and w.proc.poll() is None)
 
     def metrics(self) -> Iterator[Any]:
-        yield GaugeMetricFamily(
-            "denokv_server_processes", "Server processes running, the main one included",
-            value=1 + self.alive(),
-        )  # fmt: skip
-        yield CounterMetricFamily(
-            "denokv_server_process_restarts", "Worker processes started again", value=self.restarts
+        running = 1 + self.alive()
+        yield from gauges(
+            ("denokv_server_processes", "Server processes running, the main one included", running)
         )
-        yield CounterMetricFamily(
-            "denokv_worker_calls", "Writes and forwarded reads run for workers", value=self.calls
+        yield from counters(
+            ("denokv_server_process_restarts", "Worker processes started again", self.restarts),
+            ("denokv_worker_calls", "Writes and forwarded reads run for workers", self.calls),
         )
 
     def problems(self) -> list[str]:

@@ -10,14 +10,12 @@ with the same body reader and error ladder.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply
+from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply, stream_until_gone
 
 if TYPE_CHECKING:
     from denokv.server.host import FrontHost
@@ -142,20 +140,7 @@ async def _stream(proto: Any, reply: Stream, what: str) -> None:
         async for frame in frames:
             await transport.send_bytes(frame)
 
-    pumping = asyncio.ensure_future(pump())
-    gone = asyncio.ensure_future(proto.client_disconnect())
-    try:
-        await asyncio.wait({pumping, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (pumping, gone):
-            task.cancel()
-        for task in (pumping, gone):
-            with contextlib.suppress(BaseException):
-                await task
-        failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
-        if failure is not None and not isinstance(failure, _CLOSED):
-            error_reply(failure, what)  # logs it; the answer has begun, nothing more is sent
-        await frames.aclose()
+    await stream_until_gone(pump(), proto.client_disconnect(), reply, what, _CLOSED)
 
 
 # -- the RSGI → ASGI bridge for the framework routes --------------------------------

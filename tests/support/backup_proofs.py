@@ -10,23 +10,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import denokv
+from tests.support.dbfile import backlog
 from tests.support.paths import ROOT
 from tests.support.processes import ServerProcess
-from tests.support.s3 import list_keys, s3_client, s3_env
+from tests.support.s3 import list_keys, s3_args, s3_client, s3_env
+from tests.support.waiting import wait_until
 
 PREFIX = "proofs/kv/"
-Row = tuple[bytes, bytes, int, int]
-
-
-def s3_args(endpoint: str, bucket: str, prefix: str = PREFIX) -> list[str]:
-    return ["--s3-bucket", bucket, "--s3-prefix", prefix, "--s3-endpoint", endpoint,
-            "--s3-force-path-style"]  # fmt: skip
 
 
 def primary(
@@ -49,8 +43,8 @@ def replica(
     return ServerProcess(
         tmp_path / name,
         token=token,
-        extra_args=[*s3_args(endpoint, bucket), "--sync-from-s3", "--s3-poll-interval", "200ms",
-                    *extra],
+        extra_args=[*s3_args(endpoint, bucket, PREFIX), "--sync-from-s3",
+                    "--s3-poll-interval", "200ms", *extra],
         env={**s3_env(), **(env or {})},
     )  # fmt: skip
 
@@ -72,38 +66,6 @@ def restore(
     point = ["--at", at] if at is not None else []
     return run_cli(tmp_path / name, "pitr", "restore", *s3_args(endpoint, bucket, prefix),
                    *extra, *point, timeout=120)  # fmt: skip
-
-
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    import sqlite3
-
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-def kv_rows(db: Path) -> list[Row]:
-    return query(db, "select k, v, v_encoding, version from kv order by k")  # type: ignore[return-value]
-
-
-def point_of(db: Path) -> str:
-    """The 20-hex versionstamp of the last commit in `db` (what `pitr` takes and prints)."""
-    (version,) = query(db, "select version from data_version where k = 0")[0]
-    return f"{version:016x}0000"
-
-
-def backlog(db: Path) -> int:
-    return query(db, "select count(*) from denokv_redo_log")[0][0]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition",
-               every: float = 0.05) -> None:  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(every)
 
 
 def wait_shipped(db: Path, timeout: float = 60) -> None:

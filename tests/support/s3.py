@@ -147,3 +147,9 @@ def put_object(
 
 
 # --------------------------------------------------------------------------- moto
+
+
+def s3_args(endpoint: str, bucket: str, prefix: str) -> list[str]:
+    """The `denokv` flags that point it at `prefix` in a local bucket."""
+    return ["--s3-bucket", bucket, "--s3-prefix", prefix, "--s3-endpoint", endpoint,
+            "--s3-force-path-style"]  # fmt: skip
