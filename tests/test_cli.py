@@ -12,10 +12,13 @@ import pytest
 from tests.support.paths import ROOT
 
 
-def denokv(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+def denokv(
+    *args: str, token: str | None = None, env_vars: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DENO_KV_")}
     if token is not None:
         env["DENO_KV_ACCESS_TOKEN"] = token
+    env.update(env_vars or {})
     return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
 
@@ -44,6 +47,32 @@ def test_refusals(tmp_path: Path, args: list[str], token: str | None, message: s
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not db.exists(), "a refused command must not create the database"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "flag"),
+    [("DENO_KV_S3_SYNC_INTERVAL", "soon", "--s3-sync-interval"),
+     ("DENO_KV_NUM_WORKERS", "many", "--num-workers")],
+)  # fmt: skip
+def test_a_bad_environment_value_is_a_usage_error_naming_its_flag(
+    tmp_path: Path, variable: str, value: str, flag: str
+) -> None:
+    db = tmp_path / "kv.sqlite"
+    done = denokv("--sqlite-path", str(db), "serve", token="x" * 12, env_vars={variable: value})
+    assert done.returncode == 2, done.stderr
+    assert f"argument {flag}" in done.stderr and value in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not db.exists()
+    # Another subcommand does not have the flag, so the variable does not concern it.
+    other = denokv("pitr", "--help", env_vars={variable: value})
+    assert other.returncode == 0, other.stderr
+
+
+def test_an_empty_environment_value_counts_as_unset(tmp_path: Path) -> None:
+    done = denokv(
+        "--sqlite-path", "x", "serve", "--help", env_vars={"DENO_KV_S3_SYNC_INTERVAL": ""}
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_help_describes_every_command() -> None:
