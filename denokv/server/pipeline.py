@@ -27,6 +27,7 @@ TEXT = "text/plain; charset=utf-8"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 OCTETS = "application/octet-stream"
+DRAIN_FACTOR = 4  # refused bodies up to 4x the limit are read to their end (BodyPolicy._drain)
 
 # status, content type, body
 Reply = tuple[int, str, bytes]
@@ -107,18 +108,25 @@ class BodyPolicy:
                  max_size: int = L.MAX_REQUEST_BODY) -> None:  # fmt: skip
         self.timeout_s = timeout_s
         self.max_size = max_size
+        # An oversized body up to this size is read to its end before the 413.
+        self.drain_limit = DRAIN_FACTOR * max_size
         self._waiting: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
         self._ticking = False
 
     def check_declared(self, content_length: str | None) -> int | None:
-        """The declared length, or None if absent; 413 before reading if it is too large."""
+        """The declared length if the body may be read whole, else None (read it in chunks).
+
+        A declared length above the limit but within `drain_limit` is read in
+        chunks too, and discarded, before the 413; a larger one gets its 413
+        before anything is read.
+        """
         if content_length is None or not content_length.isdigit():
             return None
         declared = int(content_length)
-        if declared > self.max_size:
+        if declared > self.drain_limit:
             raise HttpError(413, T.BODY_TOO_LARGE)
-        return declared
+        return declared if declared <= self.max_size else None
 
     async def read(
         self, reader: AsyncIterator[bytes] | None, whole: Awaitable[bytes] | None
@@ -154,9 +162,33 @@ class BodyPolicy:
         async for chunk in reader:
             size += len(chunk)
             if size > self.max_size:
+                await self._drain(reader, size)
                 raise HttpError(413, T.BODY_TOO_LARGE)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def _drain(self, reader: AsyncIterator[bytes], size: int) -> None:
+        """Read the rest of a refused body, up to `drain_limit`, and drop it.
+
+        Answering before the client has sent its whole body leaves it to the
+        HTTP server to stop the upload: over HTTP/2 it should reset the stream,
+        and now and then granian neither resets it nor reads on, so the client
+        waits for flow-control credit that never comes (with the connection's
+        other streams). A body read to its end cannot stall.
+        """
+        async for chunk in reader:
+            size += len(chunk)
+            if size > self.drain_limit:
+                return
+
+    async def discard(self, reader: AsyncIterator[bytes]) -> None:
+        """Read and drop a body that an early answer (401, 400, ...) did not need.
+
+        Bounded like a refused body: at most `drain_limit` bytes, within the
+        body deadline; a connection that breaks meanwhile ends it quietly.
+        """
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain(reader, 0), self.timeout_s)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()

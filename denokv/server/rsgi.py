@@ -40,14 +40,27 @@ _CLOSED = _closed_errors()
 class RsgiRequest:
     """A request as the KV calls see it: headers, and a body read under the policy."""
 
-    __slots__ = ("_policy", "_proto", "headers")
+    __slots__ = ("_policy", "_proto", "_read", "headers")
 
     def __init__(self, headers: Any, proto: Any, policy: BodyPolicy) -> None:
         self.headers = headers
         self._proto = proto
         self._policy = policy
+        self._read = False
+
+    async def discard_unread(self) -> None:
+        """Before an answer given without the body: read it, so the upload cannot stall.
+
+        Over HTTP/2 granian now and then neither resets such a stream nor reads
+        on, and a client whose body is larger than its flow-control window then
+        waits for credit that never comes (see `BodyPolicy._drain`).
+        """
+        if not self._read:
+            self._read = True
+            await self._policy.discard(_chunks(self._proto))
 
     async def body(self) -> bytes:
+        self._read = True
         policy = self._policy
         declared = policy.check_declared(self.headers.get("content-length"))
         try:
@@ -98,12 +111,14 @@ class RsgiFront:
             return
         started = time.perf_counter()
         reply: Reply | Stream | None
+        request = RsgiRequest(scope.headers, proto, self.policy)
         try:
-            reply = await route.call(RsgiRequest(scope.headers, proto, self.policy))
+            reply = await route.call(request)
         except Exception as exc:  # the one ladder, for every KV route
             reply = error_reply(exc, route.name)
             if reply is None:
                 return
+            await request.discard_unread()
         if isinstance(reply, Stream):
             status = reply.status
             self.observe(route.name, status, time.perf_counter() - started)
