@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +36,7 @@ helm = _require("helm_python", "helm-python-sdk")
 yaml = _require("yaml", "PyYAML")
 jsonschema = _require("jsonschema", "jsonschema")
 _require("kubernetes_validate", "kubernetes-validate")
-from kubernetes_validate import utils as kv_utils  # type: ignore[import-untyped]  # noqa: E402
+kv_utils = importlib.import_module("kubernetes_validate.utils")  # it has no type stubs
 
 RELEASE = "kv"
 NAMESPACE = "denokv"
