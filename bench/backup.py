@@ -38,6 +38,7 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ PARTS = ("rates", "throughput", "restore")
 
 def primary(
     children: sb.Children, work: Path, name: str, token: str, moto: sb.Moto | None,
-    prefix: str | None, extra: list[str] = (),
+    prefix: str | None, extra: Sequence[str] = (),
 ) -> sb.Node:  # fmt: skip
     args = list(extra)
     if prefix is not None:
@@ -63,7 +64,13 @@ def primary(
 # -- a. S3 traffic at paced rates ------------------------------------------------------------
 
 
-def run_rates(children, work, token, moto, args) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def run_rates(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
     rows = []
     for compression in args.compressions:
         node = primary(children, work, f"rates-{compression}", token, moto,
@@ -136,7 +143,13 @@ def rates_table(rows: list[dict[str, Any]]) -> str:
 # -- b. throughput with backup on vs off ---------------------------------------------------------
 
 
-def run_throughput(children, work, token, moto, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_throughput(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"off": [], "on": []}
     for rep in range(args.repeats):
         for mode in ("off", "on"):
@@ -203,7 +216,13 @@ def throughput_table(tp: dict[str, Any]) -> str:
 # -- c. restore ------------------------------------------------------------------------------------
 
 
-def run_restore(children, work, token, moto, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_restore(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     db = work / "restore-primary.sqlite"
     print(f"  building {args.keys:,} keys in-process ...", flush=True)

@@ -107,7 +107,13 @@ def vacuum_baseline(db: Path, work: Path) -> dict[str, Any]:
 # -- a. restore and b. bootstrap -----------------------------------------------------------------
 
 
-def build_backup(children, work, token, moto, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def build_backup(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     db = work / "primary.sqlite"
     print(f"  building {args.keys:,} keys x {args.value_size} B in-process ...", flush=True)
@@ -132,8 +138,14 @@ def build_backup(children, work, token, moto, args) -> dict[str, Any]:  # type: 
     return out
 
 
-def run_restore(children, work, token, moto, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    out = {"backup": build_backup(children, work, token, moto, args)}
+def run_restore(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"backup": build_backup(children, work, token, moto, args)}
     restored = work / "restored.sqlite"
     cmd = [sys.executable, "-m", "cli.main", "--sqlite-path", str(restored), "pitr", "restore",
            *moto.s3_flags("restore/")]  # fmt: skip
@@ -148,7 +160,14 @@ def run_restore(children, work, token, moto, args) -> dict[str, Any]:  # type: i
     return out
 
 
-def run_bootstrap(children, work, token, moto, args, backup: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_bootstrap(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+    backup: dict[str, Any],
+) -> dict[str, Any]:
     db = work / "replica.sqlite"
     busy0 = sb.machine_busy()
     node = sb.Node(children, db, token, moto,
@@ -231,7 +250,13 @@ def request_kinds(moto: sb.Moto, start: int, end: int) -> dict[str, int]:
     return counts
 
 
-def run_requests(children, work, token, moto, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_requests(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     db = work / "requests.sqlite"
     sb.build_big_db(db, 10_000, 100)
     node = sb.Node(children, db, token, moto, [*moto.s3_flags("requests/"),

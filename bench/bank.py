@@ -53,13 +53,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    ROOT,
     Children,
     CpuWindow,
     Server,
     add_wait_quiet_option,
     background_load,
-    free_port,
     has_library,
     run_deno_json,
     start_deno,
@@ -70,6 +68,8 @@ from bench.harness import (
 )
 from denokv.keys import KvNumber, encode_key
 from denokv.proto import datapath_pb2 as pb
+from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 BENCH = ROOT / "bench"
 BANK_CLIENT = BENCH / "bank_client.ts"
@@ -108,8 +108,8 @@ def percentile_ms(h: dict[str, Any], p: float) -> float:
     for b in sorted(h["buckets"]):
         seen += h["buckets"][b]
         if seen >= rank:
-            return LOG_BASE ** (b + 0.5) / 1000
-    return h["max_us"] / 1000
+            return float(LOG_BASE ** (b + 0.5) / 1000)
+    return float(h["max_us"] / 1000)
 
 
 # -- the bank workload --------------------------------------------------------------
@@ -177,14 +177,14 @@ def summarize(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 
 def check_balance(verify: dict[str, Any], accounts: int) -> bool:
-    return (
+    return bool(
         verify["count"] == accounts and verify["bad"] == 0 and verify["sum"] == accounts * INITIAL
     )
 
 
 def run_server_side(
     children: Children, work: Path, token: str, args: argparse.Namespace, processes: int | None
-):
+) -> dict[str, Any]:
     db = work / f"server-{processes or 'default'}.sqlite"
     server = start_denokv(children, db, token, args.http_server, args.server_arg, processes)
     info: dict[str, Any] = {"server_log": str(server.log)}
@@ -210,7 +210,9 @@ def run_server_side(
     return result
 
 
-def run_baseline(children: Children, work: Path, token: str, args: argparse.Namespace):
+def run_baseline(
+    children: Children, work: Path, token: str, args: argparse.Namespace
+) -> dict[str, Any]:
     db = work / "inprocess.sqlite"
     init = {"mode": "init", "target": str(db), "accounts": args.accounts, "initial": INITIAL}
     run_deno_json(children, BANK_CLIENT, init, token, 120)
@@ -234,7 +236,9 @@ def snapshot_read_bodies(accounts: int, n: int = 256) -> list[str]:
     return bodies
 
 
-def run_http_compare(children: Children, work: Path, token: str, args: argparse.Namespace):
+def run_http_compare(
+    children: Children, work: Path, token: str, args: argparse.Namespace
+) -> dict[str, Any]:
     headers = {
         "authorization": f"Bearer {token}",
         "x-denokv-version": "3",
@@ -422,10 +426,10 @@ def others_pct(res: dict[str, Any]) -> float:
     network work that no process is charged for)."""
     server = res.get("server_cpu_pct", math.nan)
     server = 0.0 if math.isnan(server) else server
-    return max(0.0, res["machine_cpu_pct"] - server - res["client_cpu_pct"])
+    return max(0.0, float(res["machine_cpu_pct"] - server - res["client_cpu_pct"]))
 
 
-def base_or_any(servers: dict[str, dict[str, Any]], base: dict[str, Any] | None) -> dict:
+def base_or_any(servers: dict[str, dict[str, Any]], base: dict[str, Any] | None) -> dict[str, Any]:
     return base if base else next(iter(servers.values()))
 
 

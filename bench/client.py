@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import denokv
 from denokv.keys import encode_key
@@ -77,7 +78,7 @@ def embedded_vs_sqlite(n: int, tmp: Path) -> dict[str, float]:
     return {"client_set": sets, "raw_set": raw_sets, "client_get": gets, "raw_get": raw_gets}
 
 
-async def bank(url: str, token: str, seconds: float, readers: int, writers: int) -> dict:
+async def bank(url: str, token: str, seconds: float, readers: int, writers: int) -> dict[str, Any]:
     async with denokv.open_kv(url, access_token=token) as kv:
         for start in range(0, ACCOUNTS, 500):
             op = kv.atomic()
@@ -85,7 +86,9 @@ async def bank(url: str, token: str, seconds: float, readers: int, writers: int)
                 op.set(["account", i], 1000)
             await op.commit()
         stop_at = time.monotonic() + seconds
-        stats = {"reads": 0, "transfers": 0, "conflicts": 0, "read_lat": [], "xfer_lat": []}
+        stats: dict[str, Any] = {
+            "reads": 0, "transfers": 0, "conflicts": 0, "read_lat": [], "xfer_lat": []
+        }  # fmt: skip
 
         async def reader() -> None:
             while time.monotonic() < stop_at:
@@ -180,7 +183,7 @@ def main() -> int:
     return 0 if stats["balance_ok"] else 1
 
 
-def _deno_figure(deno: dict, name: str) -> str:
+def _deno_figure(deno: dict[str, Any], name: str) -> str:
     server = deno.get("server", deno)
     keys = {"reads/s": "reads_per_s", "transfers/s": "transfers_per_s",
             "conflicts/s": "conflicts_per_s", "read p50 ms": "read_p50_ms",

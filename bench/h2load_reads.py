@@ -53,12 +53,12 @@ from bench.harness import (
     Server,
     add_wait_quiet_option,
     background_load,
-    free_port,
     start_denokv,
     wait_for_quiet,
 )
 from denokv.keys import KvNumber, encode_key
 from denokv.proto import datapath_pb2 as pb
+from tests.support.ports import free_port
 
 TOKEN = "h2load-bench-token-0123456789"
 HEADERS = {
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+    return float(statistics.median(r[key] for r in runs))
 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> str:
@@ -238,7 +238,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     return table(rows)
 
 
-def report_row(kind: str, n: int, proto: str, runs: list[dict[str, Any]], one: list) -> list:
+def report_row(
+    kind: str, n: int, proto: str, runs: list[dict[str, Any]], one: list[dict[str, Any]]
+) -> list[str]:
     scale = median(runs, "rps") / median(one, "rps")
     cpu = median(runs, "server_cpu_us_per_req")
     target = ""

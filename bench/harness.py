@@ -86,7 +86,9 @@ def listeners(port: int) -> int:
     return sum(1 for r in rows if r.split()[1] == wanted and r.split()[3] == "0A")
 
 
-def wait_for_listeners(port: int, count: int, proc: subprocess.Popen[bytes], timeout=60) -> None:
+def wait_for_listeners(
+    port: int, count: int, proc: subprocess.Popen[bytes], timeout: float = 60
+) -> None:
     """Wait until `count` processes listen on `port` (a server's workers are up)."""
     deadline = time.monotonic() + timeout
     while listeners(port) < count:
@@ -169,7 +171,8 @@ def wait_deno_json(
             f"deno client failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}"
         )
     lines = [ln for ln in out.decode().splitlines() if ln.strip()]
-    return json.loads(lines[-1])
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 # -- CPU --------------------------------------------------------------------------
@@ -185,9 +188,11 @@ def _stat_fields(pid: int) -> list[str] | None:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (Linux /proc), in seconds; NaN when unavailable."""
     fields = _stat_fields(pid)
+    if fields is None:
+        return math.nan
     try:
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # type: ignore[index]
-    except (TypeError, IndexError, ValueError):
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
         return math.nan
 
 

@@ -32,20 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bank import (
-    BANK_CLIENT,
-    INITIAL,
-    TRIVIAL_APP,
-    Children,
-    Server,
-    background_load,
-    free_port,
-    http_load,
-    run_deno_json,
-    snapshot_read_bodies,
-    start_denokv,
-    table,
-)
+from bench.bank import BANK_CLIENT, INITIAL, TRIVIAL_APP, http_load, snapshot_read_bodies, table
+from bench.harness import Children, Server, background_load, run_deno_json, start_denokv
+from tests.support.ports import free_port
 
 BENCH = Path(__file__).resolve().parent
 SEQ_CLIENT = BENCH / "seq_client.ts"
@@ -78,7 +67,8 @@ def seq_row(children: Children, target: str, calls: int) -> dict[str, Any]:
 def run_latency(children: Children, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     rows["deno local file"] = seq_row(children, str(work / "local.sqlite"), args.calls)
-    variants = [(s, []) for s in args.servers] + [("granian", ["--no-tcp-quickack"])]
+    variants: list[tuple[str, list[str]]] = [(s, []) for s in args.servers]
+    variants.append(("granian", ["--no-tcp-quickack"]))
     for http_server, extra in variants:
         name = f"denokv {http_server}" + (" --no-tcp-quickack" if extra else "")
         calls = args.calls if not extra else min(args.calls, 40)  # 40 ms each: keep it short

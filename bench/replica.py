@@ -52,6 +52,7 @@ from typing import Any
 
 from bench import s3bench as sb
 from cli.options import parse_duration
+from denokv.client.backend import Consistency
 from denokv.versionstamp import version_of
 
 TARGETS = {1.0: (2.5, 1.0), 0.2: (0.6, None)}  # interval s -> (p99 s, PUT/s)
@@ -60,7 +61,13 @@ TARGETS = {1.0: (2.5, 1.0), 0.2: (0.6, None)}  # interval s -> (p99 s, PUT/s)
 # -- a. lag ---------------------------------------------------------------------------------
 
 
-async def poll(url: str, token: str, consistency: str, until: float, every: float) -> list:  # type: ignore[type-arg]
+# What one poller saw: (time seen, versionstamp) per change, and how many reads failed.
+Polled = tuple[list[tuple[float, str]], int]
+
+
+async def poll(
+    url: str, token: str, consistency: Consistency, until: float, every: float
+) -> Polled:
     """(time seen, versionstamp) each time the versionstamp of ["c"] changes."""
     import denokv
 
@@ -71,7 +78,7 @@ async def poll(url: str, token: str, consistency: str, until: float, every: floa
         while time.time() < until:
             t0 = time.monotonic()
             try:
-                e = await kv.get(("c",), consistency=consistency)  # type: ignore[arg-type]
+                e = await kv.get(("c",), consistency=consistency)
             except Exception:
                 errors += 1
                 await asyncio.sleep(0.05)
@@ -80,10 +87,12 @@ async def poll(url: str, token: str, consistency: str, until: float, every: floa
                 last = e.versionstamp
                 seen.append((time.time(), e.versionstamp[:16]))
             await asyncio.sleep(max(0.0, every - (time.monotonic() - t0)))
-    return [seen, errors]
+    return seen, errors
 
 
-async def poll_both(replica: str, primary: str, token: str, until: float, every: float):  # type: ignore[no-untyped-def]
+async def poll_both(
+    replica: str, primary: str, token: str, until: float, every: float
+) -> tuple[Polled, Polled]:
     return await asyncio.gather(
         poll(replica, token, "eventual", until, every),
         poll(primary, token, "strong", until, every),
@@ -127,7 +136,13 @@ def lags(records: list[list[Any]], seen: list[tuple[float, str]]) -> tuple[list[
     return out, unseen
 
 
-def run_lag(children, work, token, moto, args) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def run_lag(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
     rows = []
     for interval_text in args.intervals:
         interval = parse_duration(interval_text)
@@ -231,7 +246,13 @@ def pitr(db: Path, moto: sb.Moto, *cmd: str, s3: bool = False) -> tuple[float, s
     return sb.run_cli(["--sqlite-path", str(db), "pitr", *cmd, *extra], moto)
 
 
-def run_bootstrap_and_checkout(children, work, token, moto, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_bootstrap_and_checkout(
+    children: sb.Children,
+    work: Path,
+    token: str,
+    moto: sb.Moto,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     db = work / "boot-primary.sqlite"
     print(f"  building {args.keys:,} keys in-process ...", flush=True)

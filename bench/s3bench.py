@@ -30,19 +30,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.bank import table  # noqa: F401 (re-exported for the bench scripts)
-from bench.harness import (
-    ROOT,
-    Children,
-    cpu_seconds,
-    deno_binary,
-    deno_env,
-    free_port,
-    machine_busy,
-    wait_for_port,
-)
+# The `X as X` names are re-exported: the bench scripts reach them as `sb.X`.
+from bench.bank import table as table
+from bench.harness import Children as Children
+from bench.harness import cpu_seconds as cpu_seconds
+from bench.harness import deno_binary, deno_env
+from bench.harness import machine_busy as machine_busy
 from tests.support.moto import MotoServer
-from tests.support.s3 import create_bucket, list_keys, s3_client, s3_env
+from tests.support.paths import ROOT as ROOT
+from tests.support.ports import free_port, wait_for_port
+from tests.support.s3 import create_bucket, list_keys, s3_client
+from tests.support.s3 import s3_env as s3_env
 
 BENCH = ROOT / "bench"
 KV_WRITER = BENCH / "kv_writer.ts"
@@ -158,7 +156,7 @@ class Node:
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(self.url + "/readyz", timeout=5) as resp:
-                return resp.status == 200
+                return bool(resp.status == 200)
         except (urllib.error.HTTPError, OSError):
             return False
 
@@ -222,7 +220,8 @@ def wait_generation(node: Node, timeout: float = 600, every: float = 0.1) -> flo
 def redo_backlog(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        return conn.execute("select count(*) from denokv_redo_log").fetchone()[0]
+        backlog: int = conn.execute("select count(*) from denokv_redo_log").fetchone()[0]
+        return backlog
     except sqlite3.OperationalError:
         return 0
     finally:
@@ -379,7 +378,8 @@ def build_big_db(path: Path, keys: int, value_size: int = 100, batch: int = 1000
 def kv_count(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        return conn.execute("select count(*) from kv").fetchone()[0]
+        count: int = conn.execute("select count(*) from kv").fetchone()[0]
+        return count
     finally:
         conn.close()
 

@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.s3bench import BUCKET, BenchRun, Node, free_port, metric, percentile, table
+from bench.s3bench import BUCKET, BenchRun, Node, metric, percentile, table
 from denokv import tables
+from tests.support.ports import free_port
 
 
 def build_expired(path: Path, keys: int) -> float:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.fault_proxy import FaultProxy
 from tests.support.moto import MotoServer
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerFactory, ServerProcess
 from tests.support.s3 import create_bucket, unique_bucket_name
 from tests.support.s3rver import S3rver, s3rver_available
 
@@ -29,16 +30,16 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[type]:
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[ServerProcess] = []
 
-    def make(**kwargs: object) -> ServerProcess:
+    def make(**kwargs: Any) -> ServerProcess:
         kwargs.setdefault("db_path", tmp_path / f"kv{len(started)}.sqlite")
-        srv = ServerProcess(**kwargs)  # type: ignore[arg-type]
+        srv = ServerProcess(**kwargs)
         started.append(srv)
         return srv
 
-    yield make  # type: ignore[misc]
+    yield make
     for srv in started:
         if srv.proc is not None:
             srv.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import ROOT
+from tests.support.processes import ServerFactory
 
 
 def denokv(
@@ -85,7 +86,7 @@ def test_help_describes_every_command() -> None:
     assert "DENO_KV_ACCESS_TOKEN" in serve.stdout
 
 
-def test_the_token_never_appears_in_logs(server_factory: type) -> None:
+def test_the_token_never_appears_in_logs(server_factory: ServerFactory) -> None:
     srv = server_factory().start()
     srv.stop()
     assert "Listening on http://127.0.0.1:" in srv.logs()

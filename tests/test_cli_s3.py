@@ -322,7 +322,7 @@ POLICIES = {
 def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
     """A moto server that checks credentials and IAM policies (after the first 4 requests:
     its readiness poll and the admin user's creation)."""
-    import boto3
+    import boto3  # type: ignore[import-untyped]  # boto3 has no stubs installed (botocore has)
 
     log = tmp_path_factory.mktemp("moto-auth") / "moto.log"
     with pytest.MonkeyPatch.context() as patch:

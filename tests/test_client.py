@@ -8,6 +8,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,7 @@ def ns() -> str:
 
 async def test_set_get_delete(kv: denokv.Kv, ns: str) -> None:
     res = await kv.set([ns, "ada"], {"name": "Ada", "born": 1815})
-    assert res.ok and len(res.versionstamp) == 20
+    assert res.ok and res.versionstamp is not None and len(res.versionstamp) == 20
     entry = await kv.get([ns, "ada"])
     assert entry.key == (ns, "ada")
     assert entry.value == {"name": "Ada", "born": 1815}
@@ -94,7 +95,7 @@ async def test_list_selectors(kv: denokv.Kv, ns: str) -> None:
     await op.commit()
     await kv.set([ns], "the prefix itself is never listed")
 
-    async def values(**kw: object) -> list[object]:
+    async def values(**kw: Any) -> list[object]:
         return [e.value async for e in kv.list(**kw)]
 
     assert await values(prefix=[ns]) == list(range(30))

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import denokv
+from denokv.keys import KeyPart
 from tests.support.deno import run_deno
 from tests.support.processes import ServerProcess
 
 pytestmark = pytest.mark.deno
 
-PY_VALUES: list[tuple[tuple[object, ...], object, object]] = [
+PY_VALUES: list[tuple[tuple[KeyPart, ...], object, object]] = [
     # (key, value written by Python, what Deno's dump.ts reports)
     (("py", "str"), "hello ✓", "hello ✓"),
     (("py", "number"), 42, 42),
@@ -32,7 +34,7 @@ PY_VALUES: list[tuple[tuple[object, ...], object, object]] = [
 ]  # fmt: skip
 
 
-def deno_key(key: tuple[object, ...]) -> list[object]:
+def deno_key(key: tuple[KeyPart, ...]) -> list[object]:
     """A key as dump.ts prints it: bigints tagged, numbers as JSON numbers."""
     out: list[object] = []
     for p in key:
@@ -56,8 +58,8 @@ def check_deno_saw(dump: list[dict[str, object]]) -> None:
         assert seen[repr(deno_key(key))] == expected, key
 
 
-async def read_from_python(kv: denokv.Kv) -> dict[str, object]:
-    wanted = {
+async def read_from_python(kv: denokv.Kv) -> dict[str, Any]:
+    wanted: dict[str, list[KeyPart]] = {
         "str": ["str", "hello"], "num": ["num", 1.0], "big": ["big", 12345678901234567890],
         "bytes": ["bytes", b"\x00\x00\x01"], "obj": ["obj"], "date": ["date"], "map": ["map"],
         "set": ["set"], "u64": ["u64"], "counter": ["counter"], "unicode": ["unicode", "ключ 🔑"],
@@ -67,7 +69,7 @@ async def read_from_python(kv: denokv.Kv) -> dict[str, object]:
     return {name: e.value for name, e in zip(wanted, entries, strict=True)}
 
 
-def check_python_saw(got: dict[str, object]) -> None:
+def check_python_saw(got: dict[str, Any]) -> None:
     assert got["str"] == "again"
     assert got["num"] == 1.5
     assert got["big"] == -98765432109876543210
@@ -76,8 +78,8 @@ def check_python_saw(got: dict[str, object]) -> None:
     assert isinstance(obj, dict) and obj["a"] == [1, "two", {"three": 3}] and obj["n"] is None
     assert obj["inf"] == float("inf")
     assert got["date"] == datetime.fromtimestamp(1700000000, UTC)
-    assert dict(got["map"]) == {"k": 1, 2: "v"}  # type: ignore[call-overload]
-    assert set(got["set"]) == {1, 2, 3}  # type: ignore[call-overload]
+    assert dict(got["map"]) == {"k": 1, 2: "v"}
+    assert set(got["set"]) == {1, 2, 3}
     assert got["u64"] == denokv.KvU64(18446744073709551615)
     assert got["counter"] == denokv.KvU64(5)
     assert got["unicode"] == "значение"
@@ -89,7 +91,7 @@ def test_through_the_server_both_ways(server: ServerProcess) -> None:
             await write_from_python(kv)
 
     asyncio.run(python_side())
-    check_deno_saw(run_deno("dump.ts", server.url, token=server.token))  # type: ignore[arg-type]
+    check_deno_saw(run_deno("dump.ts", server.url, token=server.token))
     run_deno("populate.ts", server.url, token=server.token)
 
     async def read_back() -> dict[str, object]:
@@ -110,7 +112,7 @@ def test_through_a_shared_file_both_ways(tmp_path: Path) -> None:
             return got
 
     check_python_saw(asyncio.run(python_side()))
-    check_deno_saw(run_deno("dump.ts", str(db)))  # type: ignore[arg-type]
+    check_deno_saw(run_deno("dump.ts", str(db)))
 
 
 def test_a_python_watch_sees_a_deno_write(server: ServerProcess) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,12 @@ from denokv.client.errors import KvQueueError
 from tests.support.processes import ServerProcess
 
 
-async def run_listener(kv: denokv.Kv, handler, until, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+async def run_listener(
+    kv: denokv.Kv,
+    handler: Callable[[Any], Awaitable[None] | None],
+    until: Callable[[], bool],
+    timeout: float = 10,
+) -> None:
     task = asyncio.create_task(kv.listen_queue(handler))
     try:
         deadline = time.monotonic() + timeout
@@ -47,7 +54,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered(tmp_path: Path) -
         await kv.enqueue("payload", keys_if_undelivered=[["dead", 1]], backoff_schedule=[50, 150])
 
         async def dead_letter_written() -> bool:
-            return (await kv.get(["dead", 1])).value == "payload"
+            return bool((await kv.get(["dead", 1])).value == "payload")
 
         done = asyncio.Event()
 

@@ -342,6 +342,7 @@ async def test_entry_stream_sends_changes_only() -> None:
         assert engine.watches.open_subscriptions == 0
         # A page that says what it shows is sent nothing until something moves.
         (b,) = engine.get_entries([keys[1]])
+        assert b is not None
         known = {keys[0]: None, keys[1]: b.versionstamp}
         quiet = live.entry_stream(engine, keys, lambda: False, known)
         task = asyncio.ensure_future(anext(quiet))
@@ -377,6 +378,7 @@ async def test_export_then_import_keeps_every_type(console: Console) -> None:
         for name in values:
             (a,) = console.engine.get_entries([encode_key(("x", name))])
             (b,) = target.engine.get_entries([encode_key(("x", name))])
+            assert a is not None and b is not None, name
             assert b.encoding == a.encoding, name
             assert show(decode_exact(b.value, b.encoding)) == show(
                 decode_exact(a.value, a.encoding)

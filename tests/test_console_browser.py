@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.deno import run_deno
 from tests.support.paths import ROOT
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerFactory, ServerProcess
 from tests.support.s3 import s3_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.deno]
@@ -149,7 +149,7 @@ def driver() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(driver: Any, tmp_path: Path, server_factory: type) -> Iterator[Page]:
+def page(driver: Any, tmp_path: Path, server_factory: ServerFactory) -> Iterator[Page]:
     # Asking for server_factory first means its servers stop after this page is torn down.
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -173,19 +173,24 @@ def page(driver: Any, tmp_path: Path, server_factory: type) -> Iterator[Page]:
     assert not unexpected, unexpected
 
 
-def console_server(server_factory: type, *extra: str) -> ServerProcess:
+def console_server(server_factory: ServerFactory, *extra: str) -> ServerProcess:
     return server_factory(extra_args=["--console", "read-write", *extra]).start()
 
 
 def deno_get(server: ServerProcess, key: list[Any]) -> dict[str, Any]:
-    return run_deno("console_kv.ts", server.url, "get", json.dumps(key), token=server.token)  # type: ignore[return-value]
+    entry: dict[str, Any] = run_deno(
+        "console_kv.ts", server.url, "get", json.dumps(key), token=server.token
+    )
+    return entry
 
 
 # -- the tests ----------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_sign_in_then_browse_every_type_deno_wrote(page: Page, server_factory: type) -> None:
+def test_sign_in_then_browse_every_type_deno_wrote(
+    page: Page, server_factory: ServerFactory
+) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "types", token=srv.token)
     page.sign_in(srv, token="wrong-token-123")
@@ -230,7 +235,7 @@ def test_sign_in_then_browse_every_type_deno_wrote(page: Page, server_factory: t
 
 @pytest.mark.slow
 def test_a_thousand_entries_per_page_with_cursors_and_jumps(
-    page: Page, server_factory: type
+    page: Page, server_factory: ServerFactory
 ) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "many", "2500", token=srv.token)
@@ -262,7 +267,7 @@ def test_a_thousand_entries_per_page_with_cursors_and_jumps(
 
 
 @pytest.mark.slow
-def test_an_edit_from_a_stale_page_is_a_conflict(page: Page, server_factory: type) -> None:
+def test_an_edit_from_a_stale_page_is_a_conflict(page: Page, server_factory: ServerFactory) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "types", token=srv.token)
     page.sign_in(srv)
@@ -307,7 +312,9 @@ def test_an_edit_from_a_stale_page_is_a_conflict(page: Page, server_factory: typ
 
 
 @pytest.mark.slow
-def test_a_watched_key_and_the_page_follow_deno_writes(page: Page, server_factory: type) -> None:
+def test_a_watched_key_and_the_page_follow_deno_writes(
+    page: Page, server_factory: ServerFactory
+) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "types", token=srv.token)
     page.sign_in(srv)
@@ -326,7 +333,7 @@ def test_a_watched_key_and_the_page_follow_deno_writes(page: Page, server_factor
     page.shot("live")
 
 
-def test_html_in_keys_and_values_stays_text(page: Page, server_factory: type) -> None:
+def test_html_in_keys_and_values_stays_text(page: Page, server_factory: ServerFactory) -> None:
     srv = console_server(server_factory)
     run_deno("console_values.ts", srv.url, "xss", token=srv.token)
     page.sign_in(srv)
@@ -347,7 +354,7 @@ def test_html_in_keys_and_values_stays_text(page: Page, server_factory: type) ->
 
 @pytest.mark.slow
 def test_export_a_prefix_and_import_it_into_an_empty_database(
-    page: Page, server_factory: type
+    page: Page, server_factory: ServerFactory
 ) -> None:
     source = console_server(server_factory)
     run_deno("values_write.ts", source.url, token=source.token)  # every type Deno can store
@@ -369,13 +376,14 @@ def test_export_a_prefix_and_import_it_into_an_empty_database(
     page.shot("import")
     before = run_deno("console_dump.ts", source.url, '["v"]', token=source.token)
     after = run_deno("console_dump.ts", target.url, "[]", token=target.token)
-    assert len(before) == len(lines) > 60  # type: ignore[arg-type]
+    assert len(before) == len(lines) > 60
     assert after == before
 
 
 def health_figures(server: ServerProcess) -> dict[str, Any]:
     auth = {"authorization": f"Bearer {server.token}"}
-    return httpx.get(server.url + "/console/api/health", headers=auth).json()
+    figures: dict[str, Any] = httpx.get(server.url + "/console/api/health", headers=auth).json()
+    return figures
 
 
 @pytest.mark.s3

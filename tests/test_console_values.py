@@ -24,7 +24,7 @@ from v8serialize.jstypes import JSBigInt, JSMap, JSSet, JSUndefined
 from denokv.console.jsvalue import decode_exact, js_number, show, show_key
 from denokv.console.literal import LiteralError, parse_key, parse_value
 from denokv.console.transfer import tag_stored, untag
-from denokv.keys import decode_key, encode_key
+from denokv.keys import KeyPart, decode_key, encode_key
 from denokv.values import KvU64, encode_value
 from tests.support.deno import deno_binary, deno_env
 from tests.support.paths import DENO_SCRIPTS
@@ -85,8 +85,8 @@ def test_the_typed_json_imports_as_the_same_value(value: object) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(key_parts, max_size=5))
-def test_key_text_reads_back_as_the_same_key(parts: list[object]) -> None:
-    key = encode_key(parts)  # type: ignore[arg-type]
+def test_key_text_reads_back_as_the_same_key(parts: list[KeyPart]) -> None:
+    key = encode_key(parts)
     text = show_key(decode_key(key))
     assert encode_key(parse_key(text)) == key
 
@@ -97,7 +97,8 @@ def test_one_one_n_and_quoted_one_are_three_values() -> None:
     assert parse_value('"1"') == "1"
     assert parse_key("[1, 1n]") == (1.0, 1)
     assert isinstance(parse_value("[Deno.KvU64: 5n]"), KvU64)
-    assert math.copysign(1, parse_value("-0")) == -1  # type: ignore[arg-type]
+    minus_zero = parse_value("-0")
+    assert isinstance(minus_zero, float) and math.copysign(1, minus_zero) == -1
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -58,7 +60,7 @@ def test_write_output_is_byte_identical_to_the_library(
 ) -> None:
     result = WriteResult(status, stamp, tuple(failed))
     expected = pb.AtomicWriteOutput(
-        status=int(status), versionstamp=stamp, failed_checks=failed
+        status=cast(pb.AtomicWriteStatus, int(status)), versionstamp=stamp, failed_checks=failed
     ).SerializeToString()
     assert convert.write_output(result) == expected
 

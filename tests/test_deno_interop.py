@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.deno import run_deno
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerFactory, ServerProcess
 
 pytestmark = pytest.mark.deno
 
@@ -37,7 +37,7 @@ def test_wrong_token_is_reported_to_the_deno_program(server: ServerProcess) -> N
 
 
 def test_read_only_server_refuses_writes_and_serves_reads(
-    server_factory: type, tmp_path: Path
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     db = tmp_path / "ro.sqlite"
     run_deno("populate.ts", str(db))
@@ -48,7 +48,7 @@ def test_read_only_server_refuses_writes_and_serves_reads(
 
 
 def test_a_file_written_by_deno_is_served_with_every_value_intact(
-    server_factory: type, tmp_path: Path
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     db = tmp_path / "from-deno.sqlite"
     run_deno("populate.ts", str(db))
@@ -59,7 +59,9 @@ def test_a_file_written_by_deno_is_served_with_every_value_intact(
     assert len(local) == 13
 
 
-def test_a_file_written_through_denokv_opens_in_deno(server_factory: type, tmp_path: Path) -> None:
+def test_a_file_written_through_denokv_opens_in_deno(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     db = tmp_path / "via-server.sqlite"
     srv = server_factory(db_path=db).start()
     run_deno("populate.ts", srv.url, token=srv.token)
@@ -72,7 +74,7 @@ def test_a_file_written_through_denokv_opens_in_deno(server_factory: type, tmp_p
     )
 
 
-def test_hypercorn_serves_deno_too(server_factory: type, tmp_path: Path) -> None:
+def test_hypercorn_serves_deno_too(server_factory: ServerFactory, tmp_path: Path) -> None:
     srv = server_factory(http_server="hypercorn").start()
     remote = run_deno("core.ts", srv.url, token=srv.token)
     local = run_deno("core.ts", str(tmp_path / "local.sqlite"))

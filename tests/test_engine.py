@@ -20,6 +20,7 @@ from denokv.operations import (
     MutationKind,
     ReadRange,
     ValueEncoding,
+    WriteResult,
     WriteStatus,
 )
 from denokv.versionstamp import version_of
@@ -76,15 +77,18 @@ async def test_a_failing_write_in_a_group_rolls_back_alone(tmp_path: Path) -> No
             eng.atomic_write(put(b"after")),
             return_exceptions=True,
         )
-        assert outcomes[0].ok and outcomes[2].ok
-        assert isinstance(outcomes[1], WriteError)
-        assert "non-U64 value in the database" in str(outcomes[1])
+        before, failed, after = outcomes
+        assert isinstance(before, WriteResult) and isinstance(after, WriteResult)
+        assert before.ok and after.ok
+        assert isinstance(failed, WriteError)
+        assert "non-U64 value in the database" in str(failed)
+        assert eng.writer is not None
         assert eng.writer.stats.commits == 2  # the setup write, then one group of three
         got = eng.get_entries([b"before", b"partial", b"after"])
         assert [e is not None for e in got] == [True, False, True]
         # The failed write did not consume a version either.
-        v1 = version_of(outcomes[0].versionstamp)
-        v3 = version_of(outcomes[2].versionstamp)
+        v1 = version_of(before.versionstamp)
+        v3 = version_of(after.versionstamp)
         assert 1 <= v3 - v1 <= 9
     finally:
         eng.close()
@@ -105,7 +109,8 @@ async def test_checks_report_every_failed_index(engine: Engine) -> None:
     assert result.status is WriteStatus.CHECK_FAILURE
     assert result.failed_checks == (1, 3)
     assert result.versionstamp == b""
-    assert engine.get_entries([b"a"])[0].value == b"v"
+    (entry,) = engine.get_entries([b"a"])
+    assert entry is not None and entry.value == b"v"
 
 
 async def test_u64_arithmetic(engine: Engine) -> None:
@@ -115,7 +120,8 @@ async def test_u64_arithmetic(engine: Engine) -> None:
     await engine.atomic_write(u64(b"lo", MutationKind.MIN, 4))
     await engine.atomic_write(u64(b"hi", MutationKind.MAX, 4))
     await engine.atomic_write(u64(b"hi", MutationKind.MAX, 9))
-    got = [int.from_bytes(e.value, "little") for e in engine.get_entries([b"n", b"lo", b"hi"])]
+    entries = engine.get_entries([b"n", b"lo", b"hi"])
+    got = [int.from_bytes(e.value, "little") if e is not None else None for e in entries]
     assert got == [2, 4, 9]
 
 
@@ -192,7 +198,9 @@ async def test_enqueues_are_stored_with_the_default_schedule(tmp_path: Path) -> 
 
 async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
     eng = Engine(tmp_path / "kv.sqlite")
-    futures = [eng.writer.submit_sync(put(b"q%d" % i)) for i in range(200)]
+    assert eng.writer is not None
+    writer = eng.writer
+    futures = [writer.submit_sync(put(b"q%d" % i)) for i in range(200)]
     eng.close()
     assert all(f.result(timeout=5).ok for f in futures)
     conn = sqlite3.connect(tmp_path / "kv.sqlite")

@@ -19,7 +19,7 @@ from denokv import texts as T
 from tests.support.deno import deno_binary, deno_env, run_deno
 from tests.support.kvconnect import NIL_ID, RawKv
 from tests.support.paths import DENO_SCRIPTS
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerFactory, ServerProcess
 
 DATA_HEADERS = {"x-denokv-version": "3", "x-denokv-database-id": NIL_ID}
 
@@ -37,7 +37,7 @@ def metric(url: str, name: str) -> float | None:
 @pytest.mark.deno
 @pytest.mark.parametrize("http_server", ["granian", "granian-asgi", "hypercorn"])
 def test_every_request_of_a_deno_client_gets_its_prompt_ack(
-    server_factory: type, http_server: str
+    server_factory: ServerFactory, http_server: str
 ) -> None:
     srv = server_factory(http_server=http_server).start()
     config = json.dumps({"target": srv.url, "calls": 20, "warmup": 2})
@@ -90,7 +90,7 @@ def test_the_nudger_finds_each_connection_and_never_closes_a_descriptor() -> Non
             assert client2.recv(8) == b"ok"
 
 
-def test_without_tcp_quickack_nothing_is_touched(server_factory: type) -> None:
+def test_without_tcp_quickack_nothing_is_touched(server_factory: ServerFactory) -> None:
     srv = server_factory(extra_args=["--no-tcp-quickack"]).start()
     assert httpx.get(srv.url + "/healthz").status_code == 200
     assert metric(srv.url, "denokv_tcp_quickack_total") is None
@@ -110,8 +110,8 @@ def test_deeply_nested_metadata_json_is_a_400_not_a_500(server: ServerProcess) -
 
 
 @pytest.fixture
-def slow_server(server_factory: type) -> ServerProcess:
-    return server_factory(extra_args=["--request-body-timeout", "1s"]).start()  # type: ignore[no-any-return]
+def slow_server(server_factory: ServerFactory) -> ServerProcess:
+    return server_factory(extra_args=["--request-body-timeout", "1s"]).start()
 
 
 def test_a_trickling_http1_body_is_cut_off_with_408(slow_server: ServerProcess) -> None:
@@ -171,7 +171,7 @@ def test_a_body_that_arrives_in_time_is_served(slow_server: ServerProcess) -> No
 
 @pytest.mark.deno
 def test_tokens_rotate_on_sighup_with_a_running_deno_program(
-    server_factory: type, tmp_path: Path
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     old, new = "old-token-0123456789", "new-token-0123456789"
     token_file = tmp_path / "tokens"
@@ -182,16 +182,20 @@ def test_tokens_rotate_on_sighup_with_a_running_deno_program(
         env=deno_env(old), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert deno.stdin is not None and deno.stdout is not None
+    to_deno, from_deno = deno.stdin, deno.stdout
+    assert srv.proc is not None
+    server_proc = srv.proc
 
     def get() -> str:
-        deno.stdin.write("get\n")  # type: ignore[union-attr]
-        deno.stdin.flush()  # type: ignore[union-attr]
-        return json.loads(deno.stdout.readline())  # type: ignore[union-attr,no-any-return]
+        to_deno.write("get\n")
+        to_deno.flush()
+        answer: str = json.loads(from_deno.readline())
+        return answer
 
     def reload(text: str) -> None:
         token_file.write_text(text)
         seen = srv.logs().count("access tokens reloaded")
-        srv.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        server_proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while srv.logs().count("access tokens reloaded") == seen:
             assert time.monotonic() < deadline, srv.logs()[-2000:]
@@ -211,14 +215,15 @@ def test_tokens_rotate_on_sighup_with_a_running_deno_program(
 
 
 def test_a_bad_token_file_on_reload_keeps_the_old_tokens(
-    server_factory: type, tmp_path: Path
+    server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     token = "kept-token-0123456789"
     token_file = tmp_path / "tokens"
     token_file.write_text(token)
     srv = server_factory(extra_args=["--access-token-file", str(token_file)]).start()
     token_file.write_text("short\n")
-    srv.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     while "could not reload the access tokens" not in srv.logs():
         assert time.monotonic() < deadline, srv.logs()[-2000:]
@@ -234,7 +239,7 @@ def test_a_bad_token_file_on_reload_keeps_the_old_tokens(
 @pytest.mark.parametrize("http2", [False, True])
 @pytest.mark.slow
 def test_a_watch_stream_ends_when_its_client_goes_away(
-    server_factory: type, http_server: str, http2: bool
+    server_factory: ServerFactory, http_server: str, http2: bool
 ) -> None:
     from denokv.proto import datapath_pb2 as pb
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from denokv.keys import KeyCodecError, KvInt, KvNumber, decode_key, encode_key
+from denokv.keys import KeyCodecError, KeyPart, KvInt, KvNumber, decode_key, encode_key
+
+KeyTuple = tuple[KeyPart, ...]
+Comparable = TypeVar("Comparable", bytes, tuple[Any, ...])
 
 MAX_INT = 256**255 - 1  # largest magnitude that fits in 255 bytes
 
@@ -24,7 +28,8 @@ def h(text: str) -> bytes:
 
 
 def float_from_bits(bits: int) -> float:
-    return struct.unpack(">d", bits.to_bytes(8, "big"))[0]
+    value: float = struct.unpack(">d", bits.to_bytes(8, "big"))[0]
+    return value
 
 
 NEG_NAN = float_from_bits(0xFFF8_0000_0000_0000)
@@ -58,7 +63,7 @@ keys = st.lists(parts, max_size=4).map(tuple)
 
 
 @st.composite
-def key_pairs(draw: st.DrawFn) -> tuple[tuple, tuple]:
+def key_pairs(draw: st.DrawFn) -> tuple[KeyTuple, KeyTuple]:
     """Two keys that often share a prefix, so later parts decide the order."""
     a = draw(keys)
     shared = draw(st.integers(min_value=0, max_value=len(a)))
@@ -69,7 +74,7 @@ def key_pairs(draw: st.DrawFn) -> tuple[tuple, tuple]:
 # --- Independent model of §1.4 -----------------------------------------------
 
 
-def logical(part: object) -> tuple:
+def logical(part: object) -> tuple[Any, ...]:
     """Sort key for one part following the stated rules, not the encoder's tricks."""
     if part is False:
         return (4,)
@@ -88,7 +93,7 @@ def logical(part: object) -> tuple:
     return (3, 1, part, math.copysign(1.0, part))
 
 
-def logical_key(key: tuple) -> tuple:
+def logical_key(key: KeyTuple) -> tuple[tuple[Any, ...], ...]:
     return tuple(logical(p) for p in key)  # tuple order is prefix-shorter-first
 
 
@@ -104,8 +109,8 @@ def same_part(a: object, b: object) -> bool:
     return a == b
 
 
-def cmp(x: object, y: object) -> int:
-    return (x > y) - (x < y)  # type: ignore[operator]
+def cmp(x: Comparable, y: Comparable) -> int:
+    return (x > y) - (x < y)
 
 
 # --- Properties --------------------------------------------------------------
@@ -113,7 +118,7 @@ def cmp(x: object, y: object) -> int:
 
 @settings(max_examples=300, deadline=None)
 @given(keys)
-def test_decode_inverts_encode(key: tuple) -> None:
+def test_decode_inverts_encode(key: KeyTuple) -> None:
     decoded = decode_key(encode_key(key))
     assert len(decoded) == len(key)
     assert all(same_part(a, b) for a, b in zip(decoded, key, strict=True)), (decoded, key)
@@ -121,14 +126,14 @@ def test_decode_inverts_encode(key: tuple) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(key_pairs())
-def test_byte_order_is_logical_order(pair: tuple[tuple, tuple]) -> None:
+def test_byte_order_is_logical_order(pair: tuple[KeyTuple, KeyTuple]) -> None:
     a, b = pair
     assert cmp(encode_key(a), encode_key(b)) == cmp(logical_key(a), logical_key(b))
 
 
 @settings(max_examples=200, deadline=None)
 @given(keys, parts)
-def test_extensions_of_a_prefix_lie_in_its_range(prefix: tuple, last: object) -> None:
+def test_extensions_of_a_prefix_lie_in_its_range(prefix: KeyTuple, last: KeyPart) -> None:
     p = encode_key(prefix)
     assert p + b"\x00" <= encode_key((*prefix, last)) < p + b"\xff"
 
@@ -186,7 +191,7 @@ def test_python_types_pick_the_js_type() -> None:
         ([-MAX_INT], "0b00" + "00" * 255),
     ],
 )
-def test_worked_encoding(key: list, encoding: str) -> None:
+def test_worked_encoding(key: list[KeyPart], encoding: str) -> None:
     data = h(encoding)
     assert encode_key(key) == data
     decoded = decode_key(data)

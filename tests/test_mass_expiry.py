@@ -66,7 +66,8 @@ def redo_commits(path: Path) -> dict[bytes, list[bytes]]:
 def live_keys(path: Path) -> int:
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     try:
-        return conn.execute("select count(*) from kv").fetchone()[0]
+        count: int = conn.execute("select count(*) from kv").fetchone()[0]
+        return count
     finally:
         conn.close()
 

@@ -50,37 +50,45 @@ NPM_BACKOFF_SCHEDULE = [100, 200, 400, 800]
 DEFAULT_BACKOFF_SCHEDULE = [100, 1000, 5000, 30000, 60000]
 
 
-def _run(cmd: list[str], env: dict[str, str], server: ServerProcess, timeout: float) -> dict:
+def _run(
+    cmd: list[str], env: dict[str, str], server: ServerProcess, timeout: float
+) -> dict[str, Any]:
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"{cmd[1:]} timed out after {timeout}s\nstdout: {e.stdout}\nstderr: {e.stderr}"
+        out, err = (
+            b.decode(errors="replace") if isinstance(b, bytes) else b for b in (e.stdout, e.stderr)
+        )  # bytes here even with text=True
+        pytest.fail(f"{cmd[1:]} timed out after {timeout}s\nstdout: {out}\nstderr: {err}"
                     f"\nserver log:\n{server.logs()[-3000:]}")  # fmt: skip
     if proc.returncode != 0:
         pytest.fail(f"{cmd[1:]} exited with {proc.returncode}\nstdout: {proc.stdout}\n"
                     f"stderr: {proc.stderr}\nserver log:\n{server.logs()[-3000:]}")  # fmt: skip
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    printed: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return printed
 
 
-def run_node(script: str, server: ServerProcess, *args: str, timeout: float = 60) -> dict:
+def run_node(script: str, server: ServerProcess, *args: str, timeout: float = 60) -> dict[str, Any]:
     """Runs tests/node/<script> against `server` and returns the JSON it printed."""
     env = {**os.environ, "DENO_KV_ACCESS_TOKEN": server.token}
     assert NODE is not None
     return _run([NODE, str(NODE_DIR / script), server.url, *args], env, server, timeout)
 
 
-def run_deno(script: str, server: ServerProcess, *args: str, timeout: float = 120) -> dict:
+def run_deno(
+    script: str, server: ServerProcess, *args: str, timeout: float = 120
+) -> dict[str, Any]:
     """Runs tests/deno/<script> with the real Deno CLI against `server`."""
     cmd = [deno_binary(), "run", "--unstable-kv", "-A", str(DENO_DIR / script), server.url, *args]
     return _run(cmd, deno_env(server.token), server, timeout)
 
 
-def entry(key: list[str], value: Any) -> dict:
+def entry(key: list[str], value: Any) -> dict[str, Any]:
     """An entry as the scripts print it, for an entry that exists."""
     return {"key": key, "value": value, "vs": True}
 
 
-def missing(key: list[str]) -> dict:
+def missing(key: list[str]) -> dict[str, Any]:
     return {"key": key, "value": None, "vs": None}
 
 
@@ -169,7 +177,7 @@ def test_core_operations(server: ServerProcess) -> None:
 # --------------------------------------------------------------------------- enqueue
 
 
-def queue_rows(db_path: Path) -> list[dict]:
+def queue_rows(db_path: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(db_path) as db:
         db.row_factory = sqlite3.Row
         rows = [dict(r) for r in db.execute("select * from queue")]

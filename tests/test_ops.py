@@ -9,7 +9,7 @@ import httpx
 from denokv.proto import datapath_pb2 as pb
 from tests.support.kvconnect import RawKv, set_mutation
 from tests.support.ports import free_port
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerFactory, ServerProcess
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -53,7 +53,7 @@ def test_metrics_move_with_traffic(server: ServerProcess) -> None:
     assert "secret" not in after and server.token not in after
 
 
-def test_metrics_on_their_own_address(server_factory: type) -> None:
+def test_metrics_on_their_own_address(server_factory: ServerFactory) -> None:
     port = free_port()
     srv = server_factory(extra_args=["--metrics-addr", f"127.0.0.1:{port}"]).start()
     assert httpx.get(srv.url + "/metrics").status_code == 404

@@ -68,7 +68,7 @@ def rsgi_url(kv_server: KvServer) -> Iterator[str]:
 
 
 def fail_with(server: KvServer, exc: Exception) -> None:
-    async def failing(*args: Any) -> Any:
+    async def failing(*args: Any, **kwargs: Any) -> Any:
         raise exc
 
     server.engine.snapshot_read = failing  # type: ignore[method-assign]

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ CONNECTIONS = 16
 
 
 @pytest.fixture
-def two(tmp_path) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
+def two(tmp_path: Path) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path / "kv.sqlite", extra_args=["--processes", "2"]).start()
     wait_processes(srv, 2)
     yield srv
@@ -54,7 +55,9 @@ def per_process(text: str, endpoint: str) -> dict[str, float]:
     counts: dict[str, float] = {}
     for labels, value in samples(text, "denokv_requests_total").items():
         if f'endpoint="{endpoint}"' in labels:
-            process = re.search(r'process="(\d+)"', labels).group(1)  # type: ignore[union-attr]
+            found = re.search(r'process="(\d+)"', labels)
+            assert found is not None, labels
+            process = found.group(1)
             counts[process] = counts.get(process, 0) + value
     return counts
 
@@ -171,7 +174,7 @@ def test_watches_fire_in_every_process_for_writes_through_any(two: ServerProcess
     key = b"\x02watched\x00"
 
     async def scenario() -> list[list[bytes]]:
-        queues = [asyncio.Queue() for _ in range(CONNECTIONS)]
+        queues: list[asyncio.Queue[bytes]] = [asyncio.Queue() for _ in range(CONNECTIONS)]
         tasks = [asyncio.create_task(_watch(two.url, two.token, key, q)) for q in queues]
         try:
             for q in queues:
@@ -207,7 +210,7 @@ def test_other_routes_describe_the_whole_server_from_any_process(two: ServerProc
     assert counts.get("1", 0) >= 1, f"no request reached the worker: {counts}"
 
 
-def test_every_process_answers_the_probes_with_the_whole_servers_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_every_process_answers_the_probes_with_the_whole_servers_state(tmp_path: Path) -> None:
     from tests.support.ports import free_port
     from tests.support.s3 import s3_env
 
@@ -325,8 +328,8 @@ def _worker_pids(srv: ServerProcess) -> list[int]:
 
 @pytest.mark.s3
 def test_with_backup_every_process_writes_reach_the_one_shipper(
-    tmp_path,
-    s3_bucket: tuple[str, str],  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    s3_bucket: tuple[str, str],
 ) -> None:
     from tests.support.s3 import list_keys, s3_env
 

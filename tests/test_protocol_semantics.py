@@ -81,7 +81,8 @@ def test_check_failure_reports_failed_checks_and_no_versionstamp(kv: RawKv) -> N
     assert out.status == pb.AW_CHECK_FAILURE
     assert list(out.failed_checks) == [1]
     assert out.versionstamp == b""
-    assert kv.get(b"\x02cf\x00").value == b"1"
+    entry = kv.get(b"\x02cf\x00")
+    assert entry is not None and entry.value == b"1"
 
 
 class WatchReader:

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 import denokv
+from denokv.keys import KeyPart
 from tests.support.dbfile import backlog, point_of
 from tests.support.fault_proxy import FaultProxy
 from tests.support.paths import ROOT
@@ -62,7 +63,7 @@ async def random_round(url: str, token: str, rng: random.Random, round_: int) ->
     async with denokv.open_kv(url, access_token=token) as kv:
         for step in range(rng.randint(8, 16)):
             op = kv.atomic()
-            key = ["k", rng.randrange(30)]
+            key: list[KeyPart] = ["k", rng.randrange(30)]
             choice = rng.random()
             if choice < 0.35:
                 op.set(key, {"round": round_, "step": step, "pad": "x" * rng.randrange(40)})

@@ -54,7 +54,10 @@ def test_retention_on_a_running_primary(tmp_path: Path, s3_bucket: tuple[str, st
     finally:
         srv.stop()
         pass_time = time.time()
-    at = lambda t: datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")  # noqa: E731
+
+    def at(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
     # Points well inside the window are all restorable, exactly.
     kept = [(t, rows) for t, rows in points if t > pass_time - 2.5]
     assert kept

@@ -139,6 +139,7 @@ class RefusingProxy:
             self.refusals += 1
             self._answer(req, 200, _delete_refused(self.refused or ""))
             return
+        assert self.upstream.hostname is not None
         conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
         try:
             headers = {k: v for k, v in req.headers.items() if k.lower() != "connection"}

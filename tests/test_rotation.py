@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from denokv import tables
 from denokv.engine import Engine
 from denokv.operations import AtomicWrite, Mutation, MutationKind, ValueEncoding
 from tests.support.dbfile import kv_rows
@@ -107,7 +108,7 @@ async def test_a_generation_is_dated_by_its_snapshot_transaction(
     shipper = Shipper(engine, store, PREFIX, ShipperOptions())
     await shipper.sync_once()
     committed: list[float] = []
-    real = snapshot_module.tables.data_version
+    real = tables.data_version
 
     def slow_start(conn: sqlite3.Connection) -> int:
         # A commit lands after the rotation began but before the snapshot sees the file.
@@ -117,7 +118,7 @@ async def test_a_generation_is_dated_by_its_snapshot_transaction(
         return real(conn)
 
     # Only the snapshot's view of the tables module: the writer uses the real one.
-    view = types.SimpleNamespace(**vars(snapshot_module.tables))
+    view = types.SimpleNamespace(**vars(tables))
     view.data_version = slow_start
     monkeypatch.setattr(snapshot_module, "tables", view)
     name = await shipper.start_generation("rotation")

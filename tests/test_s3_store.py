@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from timemachine.s3 import S3Options, S3Store
 from timemachine.store import DeleteError, ObjectNotFound, ObjectStoreError
 
 
-def options(endpoint: str | None, bucket: str, **extra: object) -> S3Options:
+def options(endpoint: str | None, bucket: str, **extra: Any) -> S3Options:
     return S3Options(
         bucket,
         "p/",
@@ -34,7 +35,7 @@ def options(endpoint: str | None, bucket: str, **extra: object) -> S3Options:
         force_path_style=True,
         access_key_id=ACCESS_KEY_ID,
         secret_access_key=SECRET_ACCESS_KEY,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -351,9 +352,9 @@ def test_endpoint_without_scheme_means_https(given: str, expected: str) -> None:
         ({"access_key_id": "AKIA"}, "needs its secret access key"),
     ],
 )
-def test_invalid_options_are_refused(option: dict[str, str], message: str) -> None:
+def test_invalid_options_are_refused(option: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        S3Options("b", **option).validate()  # type: ignore[arg-type]
+        S3Options("b", **option).validate()
 
 
 def test_credentials_stay_out_of_the_repr() -> None:

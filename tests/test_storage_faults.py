@@ -28,8 +28,10 @@ from denokv.operations import (
     MutationKind,
     ReadRange,
     ValueEncoding,
+    WriteResult,
     WriteStatus,
 )
+from denokv.writer import Tx
 from tests.support.paths import ROOT
 
 PATIENCE_S = 10
@@ -44,7 +46,7 @@ def keys_in(path: Path) -> set[bytes]:
         return {e.key for e in engine.read([ReadRange(b"", b"\xff", 1000)])[0]}
 
 
-async def write_all(engine: Engine, writes: list[AtomicWrite]) -> list[object]:
+async def write_all(engine: Engine, writes: list[AtomicWrite]) -> list[WriteResult | BaseException]:
     return await asyncio.wait_for(
         asyncio.gather(*(engine.atomic_write(w) for w in writes), return_exceptions=True),
         PATIENCE_S,
@@ -57,9 +59,9 @@ async def test_disk_full_in_a_group_commit_then_space_freed(tmp_path: Path) -> N
     try:
         assert (await engine.atomic_write(put(b"seed", b"s"))).ok
 
-        def cap(tx: object) -> int:
-            conn = tx.conn  # type: ignore[attr-defined]
-            pages = conn.execute("pragma page_count").fetchone()[0]
+        def cap(tx: Tx) -> int:
+            conn = tx.conn
+            pages: int = conn.execute("pragma page_count").fetchone()[0]
             conn.execute(f"pragma max_page_count = {pages + 8}")
             return pages
 
@@ -74,7 +76,8 @@ async def test_disk_full_in_a_group_commit_then_space_freed(tmp_path: Path) -> N
                     assert str(result) == "The database disk is full; try again later."
                     refused += 1
                 else:
-                    assert result.status is WriteStatus.SUCCESS  # type: ignore[attr-defined]
+                    assert isinstance(result, WriteResult)
+                    assert result.status is WriteStatus.SUCCESS
                     acknowledged.add(write.mutations[0].key)
         assert refused > 0, "the cap was never reached"
         assert engine.writer is not None and engine.writer.alive

@@ -6,12 +6,16 @@ import http.client
 import io
 import os
 import time
+from typing import TYPE_CHECKING
 
 import botocore.exceptions
 import pytest
 
 from tests.support.fault_proxy import DROP, ERROR_503, PASSTHROUGH, SLOW, FaultProxy, Mode
 from tests.support.s3 import get_object, list_keys, put_object, s3_client, s3_env
+
+if TYPE_CHECKING:
+    from botocore.config import _RetryDict  # the stubs' name for `retries`
 
 
 def _code(err: botocore.exceptions.ClientError) -> tuple[str, int]:
@@ -183,12 +187,13 @@ def test_proxy_error_503(fault_proxy: tuple[FaultProxy, str, str]) -> None:
 @pytest.mark.s3
 def test_botocore_max_attempts_counts_retries(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     """Gotcha: `retries={"max_attempts": 1}` is one *retry*; `total_max_attempts=1` is none."""
-    import boto3
+    import boto3  # type: ignore[import-untyped]  # boto3 has no stubs installed (botocore has)
     from botocore.config import Config
 
     proxy, endpoint, bucket = fault_proxy
     proxy.error_503()
-    for retries, requests in (({"max_attempts": 1}, 2), ({"total_max_attempts": 1}, 1)):
+    cases: list[tuple[_RetryDict, int]] = [({"max_attempts": 1}, 2), ({"total_max_attempts": 1}, 1)]
+    for retries, requests in cases:
         client = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -305,10 +310,10 @@ def test_proxy_in_front_of_s3rver(s3rver_s3: tuple[str, str]) -> None:
 async def test_aioboto3_through_proxy(fault_proxy: tuple[FaultProxy, str, str]) -> None:
     """The async client the server will use: retries a 503 and a drop, keeps the 412."""
     import aioboto3
-    from botocore.config import Config
+    from aiobotocore.config import AioConfig
 
     proxy, endpoint, bucket = fault_proxy
-    config = Config(
+    config = AioConfig(
         s3={"addressing_style": "path"}, retries={"mode": "standard", "total_max_attempts": 3}
     )
     session = aioboto3.Session(

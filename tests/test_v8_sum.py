@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import Any
 
 import pytest
 import v8serialize
@@ -64,11 +65,19 @@ def js(data: bytes) -> object:
     return int(value) if isinstance(value, JSBigInt) else value
 
 
-def summed(stored, operand, *, enc=V8, lo=b"", hi=b"", clamp=False):
+def summed(
+    stored: tuple[bytes, int] | None,
+    operand: bytes,
+    *,
+    enc: int = V8,
+    lo: bytes = b"",
+    hi: bytes = b"",
+    clamp: bool = False,
+) -> tuple[bytes, int]:
     return v8_sum(stored, operand, enc, lo, hi, clamp)
 
 
-def sum_error(stored, operand, **kw) -> str:
+def sum_error(stored: tuple[bytes, int] | None, operand: bytes, **kw: Any) -> str:
     with pytest.raises(SumError) as info:
         summed(stored, operand, **kw)
     return str(info.value)
@@ -320,7 +329,7 @@ def test_kvu64_accepts_real_v8_padded_bigint() -> None:
         {"operand": big(1), "clamp": True},
     ],
 )
-def test_kvu64_rejects_other_bigint_sums(kw: dict) -> None:
+def test_kvu64_rejects_other_bigint_sums(kw: dict[str, Any]) -> None:
     kw = dict(kw)
     operand = kw.pop("operand")
     assert sum_error((le64(1), LE64), operand, **kw) == "Cannot sum KvU64 with BigInt"
@@ -373,7 +382,7 @@ def test_bounds_must_have_the_operand_type(operand: bytes, lo: bytes, hi: bytes)
         {"operand": num(1), "lo": v8serialize.dumps("0")},
     ],
 )
-def test_invalid_parameters(kw: dict) -> None:
+def test_invalid_parameters(kw: dict[str, Any]) -> None:
     kw = dict(kw)
     operand = kw.pop("operand")
     assert sum_error(None, operand, **kw) == BAD_PARAMS

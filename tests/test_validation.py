@@ -9,8 +9,9 @@ path passes, the embedded client's raw mutations included.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,19 +29,19 @@ from tests.support.processes import ServerProcess
 KEY = b"\x02k\x00"
 
 
-def mutation(**fields: object) -> AtomicWrite:
-    base: dict[str, object] = {
+def mutation(**fields: Any) -> AtomicWrite:
+    base: dict[str, Any] = {
         "key": KEY,
         "kind": MutationKind.SET,
         "value": b"v",
         "encoding": ValueEncoding.BYTES,
     }
-    return AtomicWrite(mutations=(Mutation(**{**base, **fields}),))  # type: ignore[arg-type]
+    return AtomicWrite(mutations=(Mutation(**{**base, **fields}),))
 
 
-def enqueue(**fields: object) -> AtomicWrite:
-    base: dict[str, object] = {"payload": b"p", "deadline_ms": 1}
-    return AtomicWrite(enqueues=(Enqueue(**{**base, **fields}),))  # type: ignore[arg-type]
+def enqueue(**fields: Any) -> AtomicWrite:
+    base: dict[str, Any] = {"payload": b"p", "deadline_ms": 1}
+    return AtomicWrite(enqueues=(Enqueue(**{**base, **fields}),))
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,7 @@ async def test_raw_mutations_of_the_embedded_client_are_checked_too(tmp_path: Pa
 
 
 @pytest.fixture
-async def kv(tmp_path: Path) -> Iterator[denokv.Kv]:  # type: ignore[misc]
+async def kv(tmp_path: Path) -> AsyncIterator[denokv.Kv]:
     async with denokv.open_kv(str(tmp_path / "kv.sqlite")) as db:
         yield db
 

@@ -48,8 +48,10 @@ NODE = shutil.which("node")
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 def roundtrip(value: object) -> object:
@@ -121,7 +123,7 @@ def test_kvu64_is_an_immutable_hashable_value() -> None:
     assert hash(a) == hash(KvU64(7)) and len({a, KvU64(7), KvU64(8)}) == 2
     assert repr(a) == "KvU64(7)"
     with pytest.raises(AttributeError):
-        a._value = 9  # type: ignore[misc]
+        a._value = 9
     assert a.value == 7
 
 
@@ -339,7 +341,7 @@ def deno_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes
     db = tmp_path_factory.mktemp("values") / "from-deno.sqlite"
     names = run_deno("values_write.ts", str(db))
     rows = _rows(db)
-    assert sorted(rows) == sorted(names)  # type: ignore[arg-type]
+    assert sorted(rows) == sorted(names)
     return rows
 
 
@@ -487,7 +489,7 @@ def test_deno_reads_what_python_encoded(tmp_path: Path) -> None:
             [(encode_key(("v", name)), *encode_value(value), i + 1)
              for i, (name, value, _) in enumerate(PYTHON_TO_DENO)],
         )  # fmt: skip
-    seen = dict(run_deno("values_read.ts", str(db)))  # type: ignore[arg-type]
+    seen = dict(run_deno("values_read.ts", str(db)))
     for name, _, expected in PYTHON_TO_DENO:
         assert seen[name] == expected, name
     assert len(seen) == len(PYTHON_TO_DENO)

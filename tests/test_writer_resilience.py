@@ -17,6 +17,7 @@ import pytest
 
 import denokv
 from denokv import mutations
+from denokv.client.embedded import EmbeddedBackend
 from denokv.client.errors import KvUnavailableError, KvValidationError
 from denokv.engine import Engine
 from denokv.engine_errors import WriteError, WriterStopped
@@ -26,6 +27,7 @@ from denokv.operations import (
     MutationKind,
     ReadRange,
     ValueEncoding,
+    WriteResult,
     WriteStatus,
 )
 from denokv.proto import datapath_pb2 as pb
@@ -75,10 +77,11 @@ async def test_a_raising_commit_listener_fails_only_its_write(engine: Engine) ->
         asyncio.gather(*(engine.atomic_write(w) for w in writes), return_exceptions=True),
         PATIENCE_S,
     )
-    assert results[0].status is WriteStatus.SUCCESS
-    assert isinstance(results[1], WriteError)
-    assert "OverflowError" in str(results[1])
-    assert results[2].status is WriteStatus.SUCCESS
+    first, poisoned, last = results
+    assert isinstance(first, WriteResult) and first.status is WriteStatus.SUCCESS
+    assert isinstance(poisoned, WriteError)
+    assert "OverflowError" in str(poisoned)
+    assert isinstance(last, WriteResult) and last.status is WriteStatus.SUCCESS
     assert stored(engine, b"poison") is None, "the failed write left a trace"
     assert stored(engine, b"a") == b"v" and stored(engine, b"b") == b"v"
     later = await asyncio.wait_for(engine.atomic_write(put(b"c")), PATIENCE_S)
@@ -149,7 +152,8 @@ async def test_embedded_client_reports_a_stopped_writer(
 ) -> None:
     async with denokv.open_kv(str(tmp_path / "kv.sqlite")) as kv:
         await kv.set(["before"], 1)
-        kill_writer(kv._backend.engine, monkeypatch)  # type: ignore[attr-defined]
+        assert isinstance(kv._backend, EmbeddedBackend)
+        kill_writer(kv._backend.engine, monkeypatch)
         with pytest.raises(KvUnavailableError, match="writer stopped"):
             await asyncio.wait_for(kv.set(["after"], 1), PATIENCE_S)
         assert (await kv.get(["before"])).value == 1

@@ -28,7 +28,7 @@ from denokv.server.app import KvServer, ServerConfig
 TOKEN = "probe-token-0123456789"
 
 
-class Headers(dict):  # type: ignore[type-arg]
+class Headers(dict[str, str]):
     pass
 
 

@@ -24,16 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bank import (
-    BANK_CLIENT,
-    HTTP_LOAD,
-    INITIAL,
-    Children,
-    run_deno_json,
-    snapshot_read_bodies,
-    start_deno,
-    start_denokv,
-)
+from bench.bank import BANK_CLIENT, HTTP_LOAD, INITIAL, snapshot_read_bodies
+from bench.harness import Children, run_deno_json, start_deno, start_denokv
 from bench.latency import DATA_HEADERS, TOKEN
 
 
@@ -53,11 +45,11 @@ def summarize(collapsed: Path, top: int = 30) -> None:
             incl[f] += count
     print(f"{total} samples")
     print("-- self --")
-    for f, n in self_count.most_common(top):
-        print(f"{100 * n / total:5.1f} %  {f}")
+    for f, samples in self_count.most_common(top):
+        print(f"{100 * samples / total:5.1f} %  {f}")
     print("-- inclusive --")
-    for f, n in incl.most_common(top):
-        print(f"{100 * n / total:5.1f} %  {f}")
+    for f, samples in incl.most_common(top):
+        print(f"{100 * samples / total:5.1f} %  {f}")
 
 
 def h2load_loader(children: Children, work: Path, url: str, args: argparse.Namespace) -> Any:

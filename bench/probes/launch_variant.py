@@ -14,16 +14,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from timemachine import shipper as sh
 
 variant = sys.argv.pop(1)
 if variant == "capture-only":
 
-    async def never(self, through=None):  # type: ignore[no-untyped-def]
+    async def never(self: sh.Shipper, through: bytes | None = None) -> int:
         return 0
 
-    sh.Shipper.ship_pending = never
+    setattr(sh.Shipper, "ship_pending", never)  # noqa: B010 (patching a method on purpose)
 elif variant != "stock":
     raise SystemExit(f"unknown variant {variant}")
 
@@ -31,15 +33,15 @@ timing_log = os.environ.get("DENOKV_BENCH_TIMING_LOG")
 if timing_log:
     from replica import follower as fo
 
-    def timed(cls, name, what):  # type: ignore[no-untyped-def]
-        original_fn = getattr(cls, name)
+    def timed(cls: type, name: str, what: str, log_path: str = timing_log) -> None:
+        original_fn: Callable[..., Awaitable[Any]] = getattr(cls, name)
 
-        async def wrapper(self, *a, **kw):  # type: ignore[no-untyped-def]
+        async def wrapper(self: object, *a: Any, **kw: Any) -> Any:
             t0 = time.time()
             try:
                 return await original_fn(self, *a, **kw)
             finally:
-                with open(timing_log, "a") as fh:
+                with open(log_path, "a") as fh:
                     fh.write(
                         json.dumps({"what": what, "start": t0, "seconds": time.time() - t0}) + "\n"
                     )

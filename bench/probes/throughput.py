@@ -26,7 +26,7 @@ work = Path(tempfile.mkdtemp(prefix="probe-"))
 children = sb.Children()
 moto = sb.Moto(work).start()
 token = sb.new_token()
-results = {}
+results: dict[str, list[float]] = {}
 try:
     for rnd in range(a.rounds):
         for v in a.variants.split(","):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
 from denokv.client.kv import (
@@ -76,7 +76,7 @@ class SyncKv:
     def enqueue(self, value: Any, **kw: Any) -> CommitResult:
         return self._runner.run(self._kv.enqueue(value, **kw))
 
-    def watch(self, keys: Sequence[Key]) -> Iterator[builtins.list[KvEntry]]:
+    def watch(self, keys: Sequence[Key]) -> Generator[builtins.list[KvEntry], None, None]:
         return _blocking_iter(self._runner, self._kv.watch(keys))
 
     def listen_queue(self, handler: Any) -> None:
@@ -130,7 +130,7 @@ class SyncAtomicOperation:
         return self._runner.run(self._inner.commit())
 
 
-def _blocking_iter(runner: _LoopThread, agen: AsyncGenerator[T, None]) -> Iterator[T]:
+def _blocking_iter(runner: _LoopThread, agen: AsyncGenerator[T, None]) -> Generator[T, None, None]:
     try:
         while True:
             try:

@@ -10,7 +10,7 @@ proxies from closing an idle stream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from denokv.console.data import entry_json, key_json
@@ -25,7 +25,7 @@ async def entry_stream(
     keys: Sequence[bytes],
     stopping: Callable[[], bool],
     known: dict[bytes, bytes | None] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Lines of `{"entries": [...]}` for the keys whose versionstamp differs from `known`.
 
     Without `known` the first line holds every key; later lines hold only changes.

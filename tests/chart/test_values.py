@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support.chart import (
@@ -18,9 +20,12 @@ from tests.support.chart import (
 pytestmark = pytest.mark.chart
 
 
-BACKUP_OK = {"enabled": True, "s3": {"bucket": "b-1", "accessKeyId": "a", "secretAccessKey": "s"}}
+BACKUP_OK: dict[str, Any] = {
+    "enabled": True,
+    "s3": {"bucket": "b-1", "accessKeyId": "a", "secretAccessKey": "s"},
+}
 
-GUARDS = {
+GUARDS: dict[str, tuple[dict[str, Any], str]] = {
     "no-token": ({}, "auth.accessToken is required"),
     "replicas-without-backup": (
         {"auth": {"accessToken": TOKEN}, "replicas": {"enabled": True}},
@@ -107,7 +112,7 @@ def test_ambient_credentials_inject_none() -> None:
     assert "emptyDir" in r.notes and "WARNING" in r.notes
 
 
-SCHEMA_REJECTS = {
+SCHEMA_REJECTS: dict[str, dict[str, Any]] = {
     "short-token": {"auth": {"accessToken": "short"}},
     "unknown-top-level-key": {"replica": {"enabled": True}},
     "misspelt-nested-key": {"backup": {"s3": {"buckets": "b"}}},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +36,7 @@ helm = _require("helm_python", "helm-python-sdk")
 yaml = _require("yaml", "PyYAML")
 jsonschema = _require("jsonschema", "jsonschema")
 _require("kubernetes_validate", "kubernetes-validate")
-from kubernetes_validate import utils as kv_utils  # noqa: E402
+kv_utils = importlib.import_module("kubernetes_validate.utils")  # it has no type stubs
 
 RELEASE = "kv"
 NAMESPACE = "denokv"
@@ -110,7 +111,10 @@ def load_chart() -> Any:
 
 
 def render_raw(values: dict[str, Any]) -> dict[str, str]:
-    return load_chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    files: dict[str, str] = load_chart().render(
+        values, name=RELEASE, namespace=NAMESPACE, is_install=True
+    )
+    return files
 
 
 class Rendered:
@@ -150,11 +154,13 @@ def rendered(name: str) -> Rendered:
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
 
 
 def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
-    return workload["spec"]["template"]["metadata"]["labels"]
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -24,7 +24,7 @@ def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
 
 def kv_rows(db: Path) -> list[Row]:
     """Every row of `kv`, in key order."""
-    return query(db, "select k, v, v_encoding, version from kv order by k")  # type: ignore[return-value]
+    return query(db, "select k, v, v_encoding, version from kv order by k")
 
 
 def data_version(db: Path) -> int:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.support.paths import CACHE, DENO_SCRIPTS
 
@@ -31,8 +32,11 @@ def deno_env(token: str | None = None) -> dict[str, str]:
     return env
 
 
-def run_deno(script: str, *args: str, token: str | None = None, timeout: float = 120) -> object:
-    """Run tests/deno/<script> with the real Deno CLI; return the JSON it printed last."""
+def run_deno(script: str, *args: str, token: str | None = None, timeout: float = 120) -> Any:
+    """Run tests/deno/<script> with the real Deno CLI; return the JSON it printed last.
+
+    Any JSON value (typed `Any`): each script prints its own shape, which its test knows.
+    """
     proc = subprocess.run(
         [deno_binary(), "run", "--unstable-kv", "-A", str(DENO_SCRIPTS / script), *args],
         env=deno_env(token),

@@ -14,8 +14,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 PASSTHROUGH = "passthrough"
@@ -308,11 +308,11 @@ class FaultProxy:
             return up_writer, pipe
         if pipe is not None and pipe.done():
             raise ConnectionResetError("upstream closed the connection")
-        up_reader, up_writer = await asyncio.wait_for(
+        up_reader, new_writer = await asyncio.wait_for(
             asyncio.open_connection(self.upstream_host, self.upstream_port), _IO_TIMEOUT
         )
-        pipe = asyncio.get_running_loop().create_task(_pipe(up_reader, client))
-        return up_writer, pipe
+        new_pipe = asyncio.get_running_loop().create_task(_pipe(up_reader, client))
+        return new_writer, new_pipe
 
 
 def _strip_expect(head: bytes) -> bytes:
@@ -342,7 +342,7 @@ async def _read_body(
     """Read one request body; send it on to `forward` as it comes, or return it."""
     chunks: list[bytes] = []
 
-    async def read(coro: Any) -> bytes:
+    async def read(coro: Awaitable[bytes]) -> bytes:
         data = await asyncio.wait_for(coro, _IO_TIMEOUT)
         if forward is not None:
             forward.write(data)

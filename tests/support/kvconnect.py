@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -53,7 +54,9 @@ class RawKv:
         self.client.close()
 
 
-def set_mutation(key: bytes, data: bytes, encoding: int = pb.VE_BYTES, **kw: object) -> pb.Mutation:
+def set_mutation(
+    key: bytes, data: bytes, encoding: pb.ValueEncoding = pb.VE_BYTES, **kw: Any
+) -> pb.Mutation:
     return pb.Mutation(
         key=key, value=pb.KvValue(data=data, encoding=encoding), mutation_type=pb.M_SET, **kw
     )

@@ -41,8 +41,8 @@ class MotoServer:
                 cmd, env=s3_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         finally:
-            if self.log_path:
-                log.close()  # type: ignore[union-attr]
+            if not isinstance(log, int):  # a file of ours, not subprocess.DEVNULL
+                log.close()
         try:
             wait_http(self.endpoint + "/", self.proc, timeout)
         except BaseException:

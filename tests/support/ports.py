@@ -13,7 +13,8 @@ def free_port() -> int:
     """A port nobody listens on now (the OS picks it; a race with others is possible)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:

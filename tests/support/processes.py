@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tests.support.paths import ROOT
 from tests.support.ports import free_port, wait_for_port
@@ -62,6 +63,23 @@ class ServerProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+class ServerFactory(Protocol):
+    """The `server_factory` fixture: a `ServerProcess` not yet started, its database a
+    fresh file in the test's tmp_path unless `db_path` is given; the fixture stops every
+    server it made."""
+
+    def __call__(
+        self,
+        *,
+        db_path: Path = ...,
+        token: str = ...,
+        port: int = ...,
+        extra_args: list[str] = ...,
+        http_server: str = ...,
+        env: dict[str, str] = ...,
+    ) -> ServerProcess: ...
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:

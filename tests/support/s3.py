@@ -12,7 +12,10 @@ import contextlib
 import os
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from botocore.config import _RetryDict  # the stubs' name for `retries`
 
 ACCESS_KEY_ID = "test"
 SECRET_ACCESS_KEY = "test"
@@ -84,10 +87,10 @@ def s3_client(endpoint: str, *, total_attempts: int | None = None, timeout: floa
     >= 1.36 otherwise adds CRC32 checksums to every upload (and aws-chunked encoding for
     streamed bodies over https), which older S3 implementations do not understand.
     """
-    import boto3
+    import boto3  # type: ignore[import-untyped]  # boto3 has no stubs installed (botocore has)
     from botocore.config import Config
 
-    retries: dict[str, Any] = {"mode": "standard"}
+    retries: _RetryDict = {"mode": "standard"}
     if total_attempts is not None:
         retries["total_max_attempts"] = total_attempts
     config = Config(
@@ -133,7 +136,8 @@ def list_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
 def get_object(endpoint: str, bucket: str, key: str) -> bytes:
     resp = _cached_client(endpoint).get_object(Bucket=bucket, Key=key)
     with contextlib.closing(resp["Body"]) as body:
-        return body.read()
+        data: bytes = body.read()
+        return data
 
 
 def put_object(
@@ -143,7 +147,8 @@ def put_object(
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body}
     if if_none_match is not None:
         kwargs["IfNoneMatch"] = if_none_match
-    return _cached_client(endpoint).put_object(**kwargs)
+    resp: dict[str, Any] = _cached_client(endpoint).put_object(**kwargs)
+    return resp
 
 
 # --------------------------------------------------------------------------- moto

@@ -102,8 +102,8 @@ class S3rver:
                 stderr=subprocess.STDOUT,
             )
         finally:
-            if self.log_path:
-                log.close()  # type: ignore[union-attr]
+            if not isinstance(log, int):  # a file of ours, not subprocess.DEVNULL
+                log.close()
         try:
             self.port = self._read_port(port_file, timeout)
             wait_http(self.endpoint + "/", self.proc, timeout)
