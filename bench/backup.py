@@ -65,12 +65,10 @@ def primary(
 
 
 def run_rates(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
+    children, work, token, moto = run.parts()
     rows = []
     for compression in args.compressions:
         node = primary(children, work, f"rates-{compression}", token, moto,
@@ -144,12 +142,10 @@ def rates_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_throughput(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    children, work, token, moto = run.parts()
     out: dict[str, Any] = {"off": [], "on": []}
     for rep in range(args.repeats):
         for mode in ("off", "on"):
@@ -217,12 +213,10 @@ def throughput_table(tp: dict[str, Any]) -> str:
 
 
 def run_restore(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    children, work, token, moto = run.parts()
     out: dict[str, Any] = {}
     db = work / "restore-primary.sqlite"
     print(f"  building {args.keys:,} keys in-process ...", flush=True)
@@ -333,13 +327,13 @@ def main() -> int:
     with sb.BenchRun("backup", args) as run:
         if not args.skip_rates:
             print("a. S3 traffic at paced write rates", flush=True)
-            run.report["rates"] = run_rates(*run.parts(), args)
+            run.report["rates"] = run_rates(run, args)
         if not args.skip_throughput:
             print("b. unpaced write throughput, backup off vs on", flush=True)
-            run.report["throughput"] = run_throughput(*run.parts(), args)
+            run.report["throughput"] = run_throughput(run, args)
         if not args.skip_restore:
             print("c. restore", flush=True)
-            run.report["restore"] = run_restore(*run.parts(), args)
+            run.report["restore"] = run_restore(run, args)
     report, background = run.report, run.background
 
     problems = []

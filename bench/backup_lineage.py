@@ -108,12 +108,10 @@ def vacuum_baseline(db: Path, work: Path) -> dict[str, Any]:
 
 
 def build_backup(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    children, work, token, moto = run.parts()
     out: dict[str, Any] = {}
     db = work / "primary.sqlite"
     print(f"  building {args.keys:,} keys x {args.value_size} B in-process ...", flush=True)
@@ -139,13 +137,11 @@ def build_backup(
 
 
 def run_restore(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"backup": build_backup(children, work, token, moto, args)}
+    work, moto = run.work, run.moto
+    out: dict[str, Any] = {"backup": build_backup(run, args)}
     restored = work / "restored.sqlite"
     cmd = [sys.executable, "-m", "cli.main", "--sqlite-path", str(restored), "pitr", "restore",
            *moto.s3_flags("restore/")]  # fmt: skip
@@ -161,13 +157,11 @@ def run_restore(
 
 
 def run_bootstrap(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
     backup: dict[str, Any],
 ) -> dict[str, Any]:
+    children, work, token, moto = run.parts()
     db = work / "replica.sqlite"
     busy0 = sb.machine_busy()
     node = sb.Node(children, db, token, moto,
@@ -251,12 +245,10 @@ def request_kinds(moto: sb.Moto, start: int, end: int) -> dict[str, int]:
 
 
 def run_requests(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    children, work, token, moto = run.parts()
     db = work / "requests.sqlite"
     sb.build_big_db(db, 10_000, 100)
     node = sb.Node(children, db, token, moto, [*moto.s3_flags("requests/"),
@@ -322,15 +314,13 @@ def main() -> int:
     with sb.BenchRun("backup_lineage", args) as run:
         if not args.skip_restore:
             print("a. restore", flush=True)
-            run.report["restore"] = run_restore(*run.parts(), args)
+            run.report["restore"] = run_restore(run, args)
             if not args.skip_bootstrap:
                 print("b. replica bootstrap", flush=True)
-                run.report["bootstrap"] = run_bootstrap(
-                    *run.parts(), args, run.report["restore"]["backup"]
-                )
+                run.report["bootstrap"] = run_bootstrap(run, args, run.report["restore"]["backup"])
         if not args.skip_requests:
             print("c. S3 requests of an idle and a busy primary", flush=True)
-            run.report["requests"] = run_requests(*run.parts(), args)
+            run.report["requests"] = run_requests(run, args)
         run.report["loadavg_before"], run.report["loadavg_after"] = load0, os.getloadavg()
     return report(run.report, args, run.background, time.monotonic() - t_start)
 

@@ -137,12 +137,10 @@ def lags(records: list[list[Any]], seen: list[tuple[float, str]]) -> tuple[list[
 
 
 def run_lag(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
+    children, work, token, moto = run.parts()
     rows = []
     for interval_text in args.intervals:
         interval = parse_duration(interval_text)
@@ -247,12 +245,10 @@ def pitr(db: Path, moto: sb.Moto, *cmd: str, s3: bool = False) -> tuple[float, s
 
 
 def run_bootstrap_and_checkout(
-    children: sb.Children,
-    work: Path,
-    token: str,
-    moto: sb.Moto,
+    run: sb.BenchRun,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    children, work, token, moto = run.parts()
     out: dict[str, Any] = {}
     db = work / "boot-primary.sqlite"
     print(f"  building {args.keys:,} keys in-process ...", flush=True)
@@ -416,10 +412,10 @@ def main() -> int:
     with sb.BenchRun("replica", args) as run:
         if not args.skip_lag:
             print("a. replication lag", flush=True)
-            run.report["lag"] = run_lag(*run.parts(), args)
+            run.report["lag"] = run_lag(run, args)
         if not args.skip_bootstrap:
             print("b. bootstrap" + ("" if args.skip_checkout else " and c. checkout"), flush=True)
-            run.report["boot"] = run_bootstrap_and_checkout(*run.parts(), args)
+            run.report["boot"] = run_bootstrap_and_checkout(run, args)
     report, background = run.report, run.background
 
     problems = []
