@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 
 from denokv.proto import backup_pb2
-from tests.support.backup_proofs import PREFIX, primary, restore, wait_shipped, workload
+from tests.support.backup_proofs import (
+    PREFIX,
+    complete_generations,
+    primary,
+    restore,
+    wait_shipped,
+    workload,
+)
 from tests.support.dbfile import kv_rows, point_of
 from tests.support.deno import run_deno
 from tests.support.s3 import get_object, list_keys, put_object
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.s3
 
@@ -226,6 +234,9 @@ def test_restore_errors_are_clear(tmp_path: Path, s3_bucket: tuple[str, str]) ->
 
     srv = primary(tmp_path, endpoint, bucket).start()
     try:
+        # The workload must reach a log segment (the corrupt-segment case below),
+        # not only the first generation's snapshot: start it once that snapshot is up.
+        wait_until(lambda: bool(complete_generations(endpoint, bucket)), 30, "a first generation")
         asyncio.run(workload(srv.url, srv.token, 0))
         wait_shipped(srv.db_path)
     finally:
