@@ -446,11 +446,7 @@ def test_health_of_a_primary_with_backup_and_of_a_replica(
         assert page.text("#fig-lag").endswith(" s")
         assert page.text("#fig-replica-generation").endswith(backup["generation"])
         page.shot("health-replica")
-        if not shown["restore_location_known"]:
-            pytest.xfail(
-                "the shipper's status() does not report bucket/prefix/endpoint yet (keys listed "
-                "in denokv/console/README.md), so the command says BUCKET and PREFIX: " + command
-            )
+        assert shown["restore_location_known"], command
         assert command == (
             f"denokv --sqlite-path ./restored.sqlite pitr restore --s3-bucket {bucket} "
             f"--s3-prefix kv/ --s3-endpoint {endpoint} --at {point['to_versionstamp']}"
