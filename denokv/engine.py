@@ -138,26 +138,38 @@ class Engine:
 
     # -- reads ------------------------------------------------------------------
 
-    def read(self, ranges: Sequence[ReadRange]) -> list[list[Entry]]:
-        """Read every range from one snapshot, on the calling thread."""
+    def read_rows(self, ranges: Sequence[ReadRange]) -> list[list[tables.LiveRow]]:
+        """Read every range from one snapshot, on the calling thread, as stored rows.
+
+        Every `kv.get` passes here, so the connection is borrowed without a
+        context manager and the rows stay plain tuples (`convert.read_output`
+        encodes them directly).
+        """
         if self._closed:
             raise EngineClosed()
-        with self.reader() as conn:
-            now = now_ms()
-            if len(ranges) == 1:
-                return [_scan(conn, ranges[0], now)]
-            conn.execute("begin")
-            try:
-                return [_scan(conn, r, now) for r in ranges]
-            finally:
-                conn.execute("commit")
+        readers = self._readers
+        conn = readers.get()
+        try:
+            if self._shared_lock is None:
+                return _scan_all(conn, ranges)
+            with self._shared_lock:
+                return _scan_all(conn, ranges)
+        finally:
+            readers.put(conn)
 
-    async def snapshot_read(self, ranges: Sequence[ReadRange]) -> list[list[Entry]]:
+    def read(self, ranges: Sequence[ReadRange]) -> list[list[Entry]]:
+        """Read every range from one snapshot, on the calling thread."""
+        return [[_entry(row) for row in rows] for rows in self.read_rows(ranges)]
+
+    async def snapshot_read_rows(self, ranges: Sequence[ReadRange]) -> list[list[tables.LiveRow]]:
         if self._executor is None:
             # Small indexed reads take microseconds: a thread hop would cost more.
-            return self.read(ranges)
+            return self.read_rows(ranges)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.read, ranges)
+        return await loop.run_in_executor(self._executor, self.read_rows, ranges)
+
+    async def snapshot_read(self, ranges: Sequence[ReadRange]) -> list[list[Entry]]:
+        return [[_entry(row) for row in rows] for rows in await self.snapshot_read_rows(ranges)]
 
     def get_entries(self, keys: Sequence[bytes]) -> list[Entry | None]:
         """The current entry of each key (None when absent), from one snapshot."""
@@ -263,7 +275,18 @@ class Engine:
         self.close()
 
 
-def _scan(conn: sqlite3.Connection, r: ReadRange, now: int) -> list[Entry]:
-    rows = tables.scan(conn, r.start, r.end, r.limit, r.reverse, now)
-    stamp = stamps.from_version
-    return [Entry(k, v, enc, stamp(ver, seq)) for k, v, enc, ver, seq in rows]
+def _scan_all(conn: sqlite3.Connection, ranges: Sequence[ReadRange]) -> list[list[tables.LiveRow]]:
+    now = now_ms()
+    if len(ranges) == 1:  # one statement is a snapshot of its own
+        r = ranges[0]
+        return [tables.scan(conn, r.start, r.end, r.limit, r.reverse, now)]
+    conn.execute("begin")
+    try:
+        return [tables.scan(conn, r.start, r.end, r.limit, r.reverse, now) for r in ranges]
+    finally:
+        conn.execute("commit")
+
+
+def _entry(row: tables.LiveRow) -> Entry:
+    key, value, encoding, version, seq = row
+    return Entry(key, value, encoding, stamps.from_version(version, seq))

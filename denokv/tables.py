@@ -144,6 +144,11 @@ class SchemaError(RuntimeError):
     """The file is not a Deno KV database this version understands."""
 
 
+# A live row as a read returns it: (key, value, encoding, version, seq). A plain
+# tuple: this is the hot path of every read.
+LiveRow = tuple[bytes, bytes, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class KvRow:
     """One row of `kv`: a key's value, its versionstamp's parts and its expiry."""
@@ -261,9 +266,8 @@ def set_data_version(conn: sqlite3.Connection, version: int) -> None:
 
 def scan(
     conn: sqlite3.Connection, start: bytes, end: bytes, limit: int, reverse: bool, now_ms: int
-) -> list[tuple[bytes, bytes, int, int, int]]:
-    """Live rows (key, value, encoding, version, seq) with start <= key < end, in key
-    order (or reverse), at most `limit`. Plain tuples: this is every read's hot path."""
+) -> list[LiveRow]:
+    """Live rows with start <= key < end, in key order (or reverse), at most `limit`."""
     if start >= end:
         return []
     statement = SCAN_REVERSE if reverse else SCAN_FORWARD

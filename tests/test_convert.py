@@ -10,44 +10,48 @@ from hypothesis import strategies as st
 
 from denokv import limits as L
 from denokv import texts as T
-from denokv.operations import Entry, ReadRange, WriteResult, WriteStatus
+from denokv.operations import ReadRange, WriteResult, WriteStatus
 from denokv.proto import datapath_pb2 as pb
 from denokv.server import convert
 from denokv.server.errors import HttpError
+from denokv.tables import LiveRow
+from denokv.versionstamp import from_version
 
-entries = st.builds(
-    Entry,
-    key=st.binary(max_size=300),
-    value=st.binary(max_size=300),
-    encoding=st.sampled_from([1, 2, 3]),
-    versionstamp=st.sampled_from([b"", bytes(10), bytes(range(10))]),
+# Stored rows as a read returns them: (key, value, encoding, version, seq).
+rows = st.tuples(
+    st.binary(max_size=300),
+    st.binary(max_size=300),
+    st.sampled_from([1, 2, 3]),
+    st.sampled_from([0, 1, 2**32, 2**63 - 1]),
+    st.sampled_from([0, 1, 0xFFFF]),
 )
 
 
-def library_read_output(results: list[list[Entry]], strong: bool) -> bytes:
+def library_read_output(results: list[list[LiveRow]], strong: bool) -> bytes:
     out = pb.SnapshotReadOutput(read_is_strongly_consistent=strong, status=pb.SR_SUCCESS)
-    for rows in results:
+    for found in results:
         values = out.ranges.add().values
-        for e in rows:
-            values.add(key=e.key, value=e.value, encoding=e.encoding, versionstamp=e.versionstamp)
+        for key, value, encoding, version, seq in found:
+            stamp = from_version(version, seq)
+            values.add(key=key, value=value, encoding=encoding, versionstamp=stamp)
     return out.SerializeToString()
 
 
-@given(st.lists(st.lists(entries, max_size=4), max_size=4), st.booleans())
+@given(st.lists(st.lists(rows, max_size=4), max_size=4), st.booleans())
 def test_read_output_is_byte_identical_to_the_library(
-    results: list[list[Entry]], strong: bool
+    results: list[list[LiveRow]], strong: bool
 ) -> None:
     assert convert.read_output(results, strong) == library_read_output(results, strong)
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 129, 16383, 16384, 65536])
 def test_read_output_at_varint_boundaries(size: int) -> None:
-    for entry in (
-        Entry(b"k" * size, b"v", 1, bytes(10)),
-        Entry(b"k", b"v" * size, 3, bytes(10)),
-        Entry(b"k" * size, b"v" * size, 2, b""),
+    for row in (
+        (b"k" * size, b"v", 1, 7, 0),
+        (b"k", b"v" * size, 3, 2**40, 3),
+        (b"k" * size, b"v" * size, 2, 1, 0xFFFF),
     ):
-        assert convert.read_output([[entry]]) == library_read_output([[entry]], True)
+        assert convert.read_output([[row]]) == library_read_output([[row]], True)
 
 
 @given(
@@ -67,7 +71,7 @@ def test_write_output_is_byte_identical_to_the_library(
 
 def test_a_stored_value_of_unknown_encoding_is_refused() -> None:
     with pytest.raises(HttpError) as caught:
-        convert.read_output([[Entry(b"k", b"v", 7, bytes(10))]])
+        convert.read_output([[(b"k", b"v", 7, 1, 0)]])
     assert (caught.value.status, caught.value.text) == (400, "The value encoding 7 is unknown.")
 
 

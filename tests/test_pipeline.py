@@ -71,7 +71,7 @@ def fail_with(server: KvServer, exc: Exception) -> None:
     async def failing(*args: Any, **kwargs: Any) -> Any:
         raise exc
 
-    server.engine.snapshot_read = failing  # type: ignore[method-assign]
+    server.engine.snapshot_read_rows = failing  # type: ignore[method-assign]
     server.engine.atomic_write = failing  # type: ignore[method-assign]
 
 

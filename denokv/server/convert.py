@@ -26,6 +26,7 @@ from denokv.operations import (
 )
 from denokv.proto import datapath_pb2 as pb
 from denokv.server.errors import bad_request
+from denokv.tables import LiveRow
 
 _KINDS = {int(k): k for k in MutationKind}
 _NEEDS_VALUE = frozenset(
@@ -169,15 +170,15 @@ def _enqueue(e: pb.Enqueue, now_ms: int) -> tuple[Enqueue, int]:
     return enqueue, size
 
 
-def read_output(results: list[list[Entry]], strongly_consistent: bool = True) -> bytes:
-    """`SnapshotReadOutput` bytes, encoded by hand: the hot path of every read.
+def read_output(results: list[list[LiveRow]], strongly_consistent: bool = True) -> bytes:
+    """`SnapshotReadOutput` bytes for the engine's rows, encoded by hand: every read's hot path.
 
     Byte for byte what the protobuf library writes (fields in number order,
     proto3 defaults left out); `tests/test_convert.py` checks that.
     """
     parts = []
-    for entries in results:
-        values = b"".join([_entry(e) for e in entries])
+    for rows in results:
+        values = b"".join([_entry(*row) for row in rows])
         parts.append(b"\x0a" + _varint(len(values)) + values)
     parts.append(_READ_TAIL_STRONG if strongly_consistent else _READ_TAIL_EVENTUAL)
     return b"".join(parts)
@@ -215,25 +216,24 @@ def _embedded(field: int, payload: bytes) -> bytes:
     return _SHORT[(field << 3) | 2] + _varint(len(payload)) + payload
 
 
-def _entry(e: Entry) -> bytes:
+def _entry(key: bytes, value: bytes, encoding: int, version: int, seq: int) -> bytes:
     """One KvEntry as the `values` field (1) of a ReadRangeOutput."""
-    key, value, encoding, stamp = e.key, e.value, e.encoding, e.versionstamp
     if encoding not in _ENCODINGS:
         raise bad_request(T.INVALID_VALUE_ENCODING.format(n=encoding))
+    # versionstamp (4): always 10 bytes
+    stamp = b"\x22\x0a" + version.to_bytes(8, "big") + seq.to_bytes(2, "big")
     short = _SHORT
-    if len(key) < 128 and len(value) < 128 and len(stamp) < 128:  # the common case
+    if len(key) < 128 and len(value) < 128:  # the common case
         body = (
             (b"\x0a" + short[len(key)] + key if key else b"")
             + (b"\x12" + short[len(value)] + value if value else b"")
-            + b"\x18" + short[encoding]
-            + (b"\x22" + short[len(stamp)] + stamp if stamp else b"")
+            + b"\x18" + short[encoding] + stamp
         )  # fmt: skip
     else:
         body = (
             (_embedded(1, key) if key else b"")
             + (_embedded(2, value) if value else b"")
-            + b"\x18" + _varint(encoding)
-            + (_embedded(4, stamp) if stamp else b"")
+            + b"\x18" + _varint(encoding) + stamp
         )  # fmt: skip
     return b"\x0a" + _varint(len(body)) + body
 

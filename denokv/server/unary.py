@@ -41,7 +41,7 @@ class UnaryCalls:
         server = self.server
         server.admit(request.headers)
         msg = parse_message(pb.SnapshotRead(), await request.body())
-        results = await server.engine.snapshot_read(convert.read_ranges(msg))
+        results = await server.engine.snapshot_read_rows(convert.read_ranges(msg))
         return 200, PROTOBUF, convert.read_output(results, server.config.reads_strongly_consistent)
 
     async def forward_snapshot_read(self, request: Incoming) -> Reply:
@@ -59,7 +59,7 @@ class UnaryCalls:
         server = self.server
         forwarder = server.config.forwarder
         if forwarder is None:  # nowhere to forward to: this process's reads are the answer
-            results = await server.engine.snapshot_read(ranges)
+            results = await server.engine.snapshot_read_rows(ranges)
             return (
                 200,
                 PROTOBUF,
