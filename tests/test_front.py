@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import platform
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,11 +56,17 @@ def test_every_request_of_a_deno_client_gets_its_prompt_ack(
     assert missed == 0
 
 
-def test_the_nudger_finds_each_connection_and_never_closes_a_descriptor() -> None:
+@pytest.mark.parametrize("by_cookie", [True, False], ids=["socket-cookie", "peer-name"])
+def test_the_nudger_finds_each_connection_and_never_closes_a_descriptor(
+    by_cookie: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
 
+    from denokv.server import tcp
     from denokv.server.tcp import AckNudger
 
+    if not by_cookie:  # as on a kernel or machine without SO_COOKIE
+        monkeypatch.setattr(tcp, "_SO_COOKIE", None)
     nudger = AckNudger()
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
@@ -70,6 +78,11 @@ def test_the_nudger_finds_each_connection_and_never_closes_a_descriptor() -> Non
         nudger.nudge(peer, port)
         nudger.nudge(peer, port)
         assert (nudger.stats.nudged, nudger.stats.scans) == (2, 1)  # one scan per connection
+        if not by_cookie:
+            assert nudger.identified_by() == "peer name"
+        elif sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64"):
+            # told apart from a reused descriptor number without getpeername
+            assert nudger.identified_by() == "socket cookie"
         assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         client.sendall(b"still open")
         assert served.recv(64) == b"still open"

@@ -20,6 +20,7 @@ from denokv.server.pipeline import ClientGone, Reply, Stream, error_reply, strea
 if TYPE_CHECKING:
     from denokv.server.host import FrontHost
     from denokv.server.pipeline import BodyPolicy
+    from denokv.server.tcp import AckNudger, Key
 
 log = logging.getLogger("denokv.server")
 
@@ -94,7 +95,7 @@ class RsgiFront:
         self.routes = server.routes
         self.policy = server.body_policy
         self.observe = server.observe
-        self._addresses: dict[tuple[str, str], tuple[tuple[str, int], int] | None] = {}
+        self._addresses: dict[tuple[str, str], Key | None] = {}
 
     async def __call__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
@@ -131,19 +132,19 @@ class RsgiFront:
             return
         self.observe(route.name, status, time.perf_counter() - started)
 
-    def _nudge(self, nudger: Any, client: str, server: str) -> None:
+    def _nudge(self, nudger: AckNudger, client: str, server: str) -> None:
         cache = self._addresses
         try:
-            found = cache[(client, server)]
+            key = cache[(client, server)]
         except KeyError:
             peer = split_address(client)
             local = split_address(server)
-            found = None if peer is None or local is None else (peer, local[1])
+            key = None if peer is None or local is None else nudger.key_of(peer, local[1])
             if len(cache) > 4096:
                 cache.clear()
-            cache[(client, server)] = found
-        if found is not None:
-            nudger.nudge(found[0], found[1])
+            cache[(client, server)] = key
+        if key is not None:
+            nudger.nudge_key(key)
 
 
 async def _stream(proto: Any, reply: Stream, what: str) -> None:

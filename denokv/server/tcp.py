@@ -18,17 +18,21 @@ event loop), which does not tell the application their file descriptors. We
 find them the way `ss` does: list this process's descriptors and ask each
 socket for its addresses, then keep a map from (client address, local port)
 to descriptor. The map is rebuilt on a miss, so it holds only connections that
-were open at the last scan. Every use first checks with `getpeername` that the
-descriptor still is that connection, since a closed descriptor's number is
-soon reused. We never close, duplicate or keep a socket object for a
+were open at the last scan. Every use first checks that the descriptor still
+is that connection, since a closed descriptor's number is soon reused: by its
+socket cookie (`SO_COOKIE`, a number Linux gives each socket for its life,
+read without releasing the GIL or building an address), else by
+`getpeername`. We never close, duplicate or keep a socket object for a
 descriptor we do not own: each system call goes through a temporary wrapper
 that is detached before it is dropped.
 """
 
 from __future__ import annotations
 
+import _socket
 import logging
 import os
+import platform
 import socket
 import sys
 from collections.abc import Iterator
@@ -40,7 +44,14 @@ from prometheus_client.core import CounterMetricFamily
 log = logging.getLogger("denokv.tcp")
 
 Peer = tuple[str, int]
+Key = tuple[str, int, int]  # (peer host, peer port, local port) of a connection
+Found = tuple[int, bytes | None]  # its descriptor and socket cookie
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+# SO_COOKIE (Linux 4.12+) is 57 where the generic socket numbers apply; Python
+# 3.11 does not name it. Elsewhere, or where the kernel refuses it, getpeername.
+_SO_COOKIE = getattr(socket, "SO_COOKIE", None) or (
+    57 if sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64") else None
+)
 _FD_DIR = "/proc/self/fd"
 
 
@@ -65,27 +76,36 @@ class AckNudger:
     def __init__(self) -> None:
         self.enabled = _TCP_QUICKACK is not None and sys.platform == "linux"
         self.stats = AckStats()
-        self._fds: dict[tuple[str, int, int], int] = {}
+        self._fds: dict[Key, Found] = {}
         # Connections a fresh scan did not find (closed meanwhile, or not TCP):
         # not worth another scan each. Bounded; cleared when full.
-        self._unfindable: set[tuple[str, int, int]] = set()
+        self._unfindable: set[Key] = set()
+
+    @staticmethod
+    def key_of(client: Peer, local_port: int) -> Key:
+        """The map's name for a connection (callers may keep it: see `nudge_key`)."""
+        return _plain(client[0]), client[1], local_port
 
     def nudge(self, client: Peer | None, local_port: int) -> None:
         """Call when a request's headers arrived, before reading its body."""
-        if not self.enabled or client is None:
+        if self.enabled and client is not None:
+            self.nudge_key(self.key_of(client, local_port))
+
+    def nudge_key(self, key: Key) -> None:
+        """`nudge`, for a connection named by `key_of`."""
+        if not self.enabled:
             return
-        key = (_plain(client[0]), client[1], local_port)
-        fd = self._fds.get(key)
-        if fd is not None and _quickack(fd, key):
+        found = self._fds.get(key)
+        if found is not None and _quickack(found, key):
             self.stats.nudged += 1
             return
         if key in self._unfindable:
             self.stats.unmatched += 1
             return
         self._scan()
-        fd = self._fds.get(key)
-        if fd is not None and _quickack(fd, key):
-            _set_nodelay(fd)
+        found = self._fds.get(key)
+        if found is not None and _quickack(found, key):
+            _set_nodelay(found[0])
             self.stats.nudged += 1
             return
         self.stats.unmatched += 1
@@ -111,12 +131,20 @@ class AckNudger:
 
     def status(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "quickacks": self.stats.nudged,
-                "sockets_not_found": self.stats.unmatched, "scans": self.stats.scans}  # fmt: skip
+                "sockets_not_found": self.stats.unmatched, "scans": self.stats.scans,
+                "identified_by": self.identified_by()}  # fmt: skip
+
+    def identified_by(self) -> str:
+        """How the mapped connections are told from reused descriptors."""
+        found = list(self._fds.values())
+        if not found:
+            return "nothing mapped"
+        return "socket cookie" if all(c is not None for _, c in found) else "peer name"
 
     def _scan(self) -> None:
         """Map every connected TCP socket of this process by its addresses."""
         self.stats.scans += 1
-        found: dict[tuple[str, int, int], int] = {}
+        found: dict[Key, Found] = {}
         try:
             names = os.listdir(_FD_DIR)
         except OSError as exc:
@@ -125,9 +153,9 @@ class AckNudger:
             return
         for name in names:
             fd = int(name)
-            key = _addresses(fd)
-            if key is not None:
-                found[key] = fd
+            named = _addresses(fd)
+            if named is not None:
+                found[named[0]] = (fd, named[1])
         self._fds = found
 
 
@@ -137,13 +165,14 @@ def _plain(host: str) -> str:
     return host[7:] if host.startswith("::ffff:") and "." in host else host
 
 
-def _wrap(fd: int) -> socket.socket:
-    # Passing family, type and protocol makes this wrapper cost no system call.
-    return socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+def _wrap(fd: int) -> _socket.socket:
+    # The C socket type, given family, type and protocol, wraps a descriptor
+    # without a system call (and without the Python subclass's __init__).
+    return _socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
 
 
-def _addresses(fd: int) -> tuple[str, int, int] | None:
-    """(peer host, peer port, local port) of a connected TCP socket, else None."""
+def _addresses(fd: int) -> tuple[Key, bytes | None] | None:
+    """(peer host, peer port, local port) of a connected TCP socket and its cookie, else None."""
     try:
         s = _wrap(fd)
     except OSError:
@@ -155,27 +184,43 @@ def _addresses(fd: int) -> tuple[str, int, int] | None:
             return None
         peer = s.getpeername()
         local = s.getsockname()
+        cookie = _cookie(s)
     except OSError:  # not a socket, not connected, or closed meanwhile
         return None
     finally:
         s.detach()
     if not isinstance(peer, tuple) or not isinstance(local, tuple):
         return None
-    return _plain(peer[0]), peer[1], local[1]
+    return (_plain(peer[0]), peer[1], local[1]), cookie
 
 
-def _quickack(fd: int, key: tuple[str, int, int]) -> bool:
-    """Send the pending ACK now, if `fd` still is the connection `key` names."""
+def _cookie(s: _socket.socket) -> bytes | None:
+    if _SO_COOKIE is None:
+        return None
+    try:
+        cookie = s.getsockopt(socket.SOL_SOCKET, _SO_COOKIE, 8)
+    except OSError:  # a kernel without SO_COOKIE
+        return None
+    return cookie if isinstance(cookie, bytes) and len(cookie) == 8 and any(cookie) else None
+
+
+def _quickack(found: Found, key: Key) -> bool:
+    """Send the pending ACK now, if the descriptor still is the connection `key` names."""
     if _TCP_QUICKACK is None:  # not Linux: the nudger is off and never calls this
         return False
+    fd, cookie = found
     try:
         s = _wrap(fd)
     except OSError:
         return False
     try:
-        peer = s.getpeername()
-        if _plain(peer[0]) != key[0] or peer[1] != key[1]:
-            return False
+        if cookie is not None:
+            if s.getsockopt(socket.SOL_SOCKET, _SO_COOKIE, 8) != cookie:  # type: ignore[arg-type]
+                return False
+        else:
+            peer = s.getpeername()
+            if _plain(peer[0]) != key[0] or peer[1] != key[1]:
+                return False
         s.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         return True
     except (OSError, TypeError, IndexError):
