@@ -23,7 +23,7 @@ from denokv.operations import (
     WriteResult,
     WriteStatus,
 )
-from denokv.versionstamp import version_of
+from denokv.versionstamp import from_version, version_of
 
 
 def put(key: bytes, value: bytes = b"v", expire_at_ms: int = -1) -> AtomicWrite:
@@ -225,3 +225,30 @@ async def test_reads_see_one_snapshot_across_ranges(engine: Engine) -> None:
     rev = engine.read([ReadRange(b"", b"\xff", 1, reverse=True)])
     assert rev[0][0].key == b"b"
     assert engine.read([ReadRange(b"b", b"a", 5)]) == [[]]
+
+
+@pytest.mark.parametrize("where", ["file-3-readers", "memory"])
+async def test_reads_give_rows_and_entries_alike_on_every_kind_of_reader(
+    tmp_path: Path, where: str
+) -> None:
+    # Three readers: reads run on a thread pool; ":memory:": one shared connection.
+    path = tmp_path / "kv.sqlite" if where.startswith("file") else ":memory:"
+    eng = Engine(path, readers=3 if where.startswith("file") else 1)
+    try:
+        for i in range(20):
+            await eng.atomic_write(put(b"k%02d" % i, b"v%d" % i))
+        ranges = [ReadRange(b"k05", b"k08", 10), ReadRange(b"", b"\xff", 2, reverse=True)]
+        rows, entries = await asyncio.gather(
+            eng.snapshot_read_rows(ranges), eng.snapshot_read(ranges)
+        )
+        assert [[r[0] for r in found] for found in rows] == [
+            [b"k05", b"k06", b"k07"],
+            [b"k19", b"k18"],
+        ]
+        assert [[(e.key, e.value, e.versionstamp) for e in found] for found in entries] == [
+            [(k, v, from_version(ver, seq)) for k, v, _, ver, seq in found] for found in rows
+        ]
+        many = await asyncio.gather(*(eng.snapshot_read_rows(ranges[:1]) for _ in range(50)))
+        assert all(found == rows[:1] for found in many)
+    finally:
+        eng.close()
