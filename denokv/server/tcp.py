@@ -214,8 +214,8 @@ def _quickack(found: Found, key: Key) -> bool:
     except OSError:
         return False
     try:
-        if cookie is not None:
-            if s.getsockopt(socket.SOL_SOCKET, _SO_COOKIE, 8) != cookie:  # type: ignore[arg-type]
+        if cookie is not None and _SO_COOKIE is not None:
+            if s.getsockopt(socket.SOL_SOCKET, _SO_COOKIE, 8) != cookie:
                 return False
         else:
             peer = s.getpeername()
