@@ -161,6 +161,11 @@ class Engine:
         """Read every range from one snapshot, on the calling thread."""
         return [[_entry(row) for row in rows] for rows in self.read_rows(ranges)]
 
+    @property
+    def reads_inline(self) -> bool:
+        """Reads run on the caller's thread (one reader): `read_rows` needs no await."""
+        return self._executor is None
+
     async def snapshot_read_rows(self, ranges: Sequence[ReadRange]) -> list[list[tables.LiveRow]]:
         if self._executor is None:
             # Small indexed reads take microseconds: a thread hop would cost more.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class ValueEncoding(IntEnum):
@@ -30,8 +31,13 @@ class WriteStatus(IntEnum):
 NO_EXPIRY = -1
 
 
-@dataclass(frozen=True, slots=True)
-class ReadRange:
+class ReadRange(NamedTuple):
+    """Keys start <= key < end, at most `limit`, in key order or reversed.
+
+    A named tuple rather than a dataclass: every read builds one per range,
+    and a tuple is built in half the time.
+    """
+
     start: bytes
     end: bytes
     limit: int

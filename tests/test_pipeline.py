@@ -71,6 +71,11 @@ def fail_with(server: KvServer, exc: Exception) -> None:
     async def failing(*args: Any, **kwargs: Any) -> Any:
         raise exc
 
+    def failing_now(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    # Reads on the caller's thread (the server's one reader) or awaited: both fail.
+    server.engine.read_rows = failing_now  # type: ignore[method-assign]
     server.engine.snapshot_read_rows = failing  # type: ignore[method-assign]
     server.engine.atomic_write = failing  # type: ignore[method-assign]
 
