@@ -7,6 +7,7 @@ drops the connection on bad input, we answer 400: Deno retries 5xx forever.
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import cast
 
@@ -220,22 +221,28 @@ def _entry(key: bytes, value: bytes, encoding: int, version: int, seq: int) -> b
     """One KvEntry as the `values` field (1) of a ReadRangeOutput."""
     if encoding not in _ENCODINGS:
         raise bad_request(T.INVALID_VALUE_ENCODING.format(n=encoding))
+    short = _SHORT
+    if key and value and len(key) < 128 and len(value) < 128:  # the common case: one format
+        size = len(key) + len(value) + 18  # 2 + key, 2 + value, 2 encoding, 12 versionstamp
+        return _ENTRY % (
+            short[size] if size < 128 else _varint(size),
+            short[len(key)], key, short[len(value)], value, short[encoding],
+            _STAMP.pack(_STAMP_HEAD, 10, version, seq),
+        )  # fmt: skip
     # versionstamp (4): always 10 bytes
     stamp = b"\x22\x0a" + version.to_bytes(8, "big") + seq.to_bytes(2, "big")
-    short = _SHORT
-    if len(key) < 128 and len(value) < 128:  # the common case
-        body = (
-            (b"\x0a" + short[len(key)] + key if key else b"")
-            + (b"\x12" + short[len(value)] + value if value else b"")
-            + b"\x18" + short[encoding] + stamp
-        )  # fmt: skip
-    else:
-        body = (
-            (_embedded(1, key) if key else b"")
-            + (_embedded(2, value) if value else b"")
-            + b"\x18" + _varint(encoding) + stamp
-        )  # fmt: skip
+    body = (
+        (_embedded(1, key) if key else b"")
+        + (_embedded(2, value) if value else b"")
+        + b"\x18" + _varint(encoding) + stamp
+    )  # fmt: skip
     return b"\x0a" + _varint(len(body)) + body
+
+
+# values (1) { key (1), value (2), encoding (3), versionstamp (4) }, short lengths
+_ENTRY = b"\x0a%b\x0a%b%b\x12%b%b\x18%b%b"
+_STAMP = struct.Struct(">BBQH")  # tag of field 4, length 10, version, seq
+_STAMP_HEAD = 0x22
 
 
 def watch_output(entries: list[Entry | None]) -> bytes:
