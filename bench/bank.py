@@ -192,8 +192,7 @@ def run_server_side(
         init = {"mode": "init", "target": server.url, "accounts": args.accounts,
                 "initial": INITIAL}  # fmt: skip
         run_deno_json(children, BANK_CLIENT, init, token, 120)
-        groups = [(args.concurrency, 0)] * args.readers + [(0, args.concurrency)] * args.writers
-        result = bank_phase(children, server.url, token, groups, args, server)
+        result = bank_phase(children, server.url, token, args.client_groups, args, server)
         verify = {"mode": "verify", "target": server.url, "accounts": args.accounts}
         info["verify_via_server"] = run_deno_json(children, BANK_CLIENT, verify, token, 120)
     finally:
@@ -216,8 +215,7 @@ def run_baseline(
     db = work / "inprocess.sqlite"
     init = {"mode": "init", "target": str(db), "accounts": args.accounts, "initial": INITIAL}
     run_deno_json(children, BANK_CLIENT, init, token, 120)
-    groups = [(args.readers * args.concurrency, args.writers * args.concurrency)]
-    result = bank_phase(children, str(db), token, groups, args)
+    result = bank_phase(children, str(db), token, [args.loop_totals], args)
     verify = {"mode": "verify", "target": str(db), "accounts": args.accounts}
     result["verify_via_file"] = run_deno_json(children, BANK_CLIENT, verify, token, 120)
     result["balance_ok"] = check_balance(result["verify_via_file"], args.accounts)
@@ -464,6 +462,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--readers", type=int, default=2, help="reader processes")
     p.add_argument("--writers", type=int, default=2, help="writer processes")
     p.add_argument("--concurrency", type=int, default=8, help="async loops per process")
+    p.add_argument("--one-client", metavar="R,W", default="",
+                   help="instead of --readers/--writers/--concurrency: ONE Deno client process "
+                   "with R reader and W writer loops (upstream's shape: 128,32)")  # fmt: skip
     p.add_argument("--accounts", type=int, default=10_000)
     p.add_argument("--skip-baseline", action="store_true", help="skip Deno's in-process run")
     p.add_argument("--skip-http", action="store_true", help="skip the raw HTTP comparison")
@@ -493,7 +494,36 @@ def parse_args() -> argparse.Namespace:
         p.error("--processes takes whole numbers separated by commas, e.g. 1,2")
     if any(n is not None and n < 1 for n in args.process_counts):
         p.error("--processes values must be at least 1")
+    set_client_groups(p, args)
     return args
+
+
+def set_client_groups(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`client_groups`: (reader loops, writer loops) per Deno client process of phase 1;
+    `loop_totals`: the same loops summed, which phase 2 runs in one process."""
+    if args.one_client:
+        try:
+            r, w = (int(n) for n in args.one_client.split(","))
+        except ValueError:
+            p.error("--one-client takes two whole numbers, R,W (e.g. 128,32)")
+        if r < 0 or w < 1:
+            p.error("--one-client needs R >= 0 reader loops and W >= 1 writer loops")
+        args.client_groups = [(r, w)]
+    else:
+        c = args.concurrency
+        args.client_groups = [(c, 0)] * args.readers + [(0, c)] * args.writers
+    args.loop_totals = (
+        sum(r for r, _ in args.client_groups),
+        sum(w for _, w in args.client_groups),
+    )
+
+
+def describe_clients(args: argparse.Namespace) -> str:
+    if args.one_client:
+        r, w = args.loop_totals
+        return f"1 Deno client process with {r} reader + {w} writer loops"
+    return (f"{args.readers} reader + {args.writers} writer processes x "
+            f"{args.concurrency} loops")  # fmt: skip
 
 
 def server_label(processes: int | None) -> str:
@@ -515,7 +545,7 @@ def run_all(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> Non
                   f"{srv['server_cpu_pct']:.0f} % over {srv['server_processes']} "
                   "processes", flush=True)  # fmt: skip
         if not args.skip_baseline:
-            total_r, total_w = args.readers * args.concurrency, args.writers * args.concurrency
+            total_r, total_w = args.loop_totals
             print(f"  baseline: 1 Deno process, {total_r} reader + {total_w} writer loops, "
                   "Deno.openKv(<file>)", flush=True)  # fmt: skip
             report["baseline"] = run_baseline(children, work, token, args)
@@ -565,8 +595,7 @@ def main() -> int:
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     report["background_cpu_pct"] = background
     disk = f"fsync +{args.fsync_delay_ms:g} ms" if args.fsync_delay_ms > 0 else "real disk"
-    print(f"bank: {args.accounts} accounts, {args.readers} reader + {args.writers} writer "
-          f"processes x {args.concurrency} loops, {args.seconds:g} s, {disk}, "
+    print(f"bank: {args.accounts} accounts, {describe_clients(args)}, {args.seconds:g} s, {disk}, "
           f"server --http-server {args.http_server} {' '.join(args.server_arg)}; "
           f"background CPU {background:.0f} %", flush=True)  # fmt: skip
     t0 = time.monotonic()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import cast
+from collections.abc import Sequence
+from typing import TypeVar, cast
 
 from denokv import limits as L
 from denokv import texts as T
@@ -29,6 +30,7 @@ from denokv.proto import datapath_pb2 as pb
 from denokv.server.errors import bad_request
 from denokv.tables import LiveRow
 
+_T = TypeVar("_T")
 _KINDS = {int(k): k for k in MutationKind}
 _NEEDS_VALUE = frozenset(
     {
@@ -44,10 +46,17 @@ _ENCODINGS = frozenset(int(e) for e in ValueEncoding)
 _CLOCK_SKEW_MS = 10 * 60 * 1000
 
 
+def _items(repeated: Sequence[_T]) -> list[_T]:
+    """A repeated protobuf field as a list. Iterating the field itself ends the
+    way old sequences do, by an IndexError whose message is formatted every
+    time (1.2k of the 112k instructions of a kv.get); a slice is one C call."""
+    return repeated[:]  # type: ignore[return-value]
+
+
 def read_ranges(msg: pb.SnapshotRead) -> list[ReadRange]:
     # Every read passes here: each protobuf field is fetched once (a fetch builds
-    # a new Python object each time).
-    ranges = msg.ranges
+    # a new Python object each time), and repeated fields are sliced: see _items.
+    ranges = _items(msg.ranges)
     if len(ranges) > L.MAX_READ_RANGES:
         raise bad_request(T.TOO_MANY_RANGES)
     total = 0
@@ -66,22 +75,28 @@ def read_ranges(msg: pb.SnapshotRead) -> list[ReadRange]:
 
 
 def watch_keys(msg: pb.Watch) -> list[bytes]:
-    if len(msg.keys) > L.MAX_WATCHED_KEYS:
+    watched = _items(msg.keys)
+    if len(watched) > L.MAX_WATCHED_KEYS:
         raise bad_request(T.TOO_MANY_WATCH_KEYS)
-    keys = [k.key for k in msg.keys]
+    keys = [k.key for k in watched]
     if any(len(k) > L.MAX_WRITE_KEY_SIZE for k in keys):
         raise bad_request(T.KEY_TOO_LARGE)
     return keys
 
 
 def atomic_write(msg: pb.AtomicWrite, now_ms: int | None = None) -> AtomicWrite:
-    if len(msg.checks) > L.MAX_CHECKS:
+    msg_checks, msg_mutations, msg_enqueues = (
+        _items(msg.checks),
+        _items(msg.mutations),
+        _items(msg.enqueues),
+    )
+    if len(msg_checks) > L.MAX_CHECKS:
         raise bad_request(T.TOO_MANY_CHECKS)
-    if len(msg.mutations) + len(msg.enqueues) > L.MAX_MUTATIONS:
+    if len(msg_mutations) + len(msg_enqueues) > L.MAX_MUTATIONS:
         raise bad_request(T.TOO_MANY_MUTATIONS)
     total = 0
     checks = []
-    for c in msg.checks:
+    for c in msg_checks:
         if len(c.key) > L.MAX_READ_KEY_SIZE:
             raise bad_request(T.KEY_TOO_LARGE)
         n = len(c.versionstamp)
@@ -90,14 +105,14 @@ def atomic_write(msg: pb.AtomicWrite, now_ms: int | None = None) -> AtomicWrite:
         total += len(c.key)
         checks.append(Check(c.key, c.versionstamp if n else None))
     mutations = []
-    for m in msg.mutations:
+    for m in msg_mutations:
         mutation, size = _mutation(m)
         total += size
         mutations.append(mutation)
     if now_ms is None:
         now_ms = time.time_ns() // 1_000_000
     enqueues = []
-    for e in msg.enqueues:
+    for e in msg_enqueues:
         enqueue, size = _enqueue(e, now_ms)
         total += size
         enqueues.append(enqueue)
@@ -144,15 +159,17 @@ def _enqueue(e: pb.Enqueue, now_ms: int) -> tuple[Enqueue, int]:
     if len(e.payload) > L.MAX_VALUE_SIZE:
         raise bad_request(T.VALUE_TOO_LARGE)
     size = len(e.payload)
-    if len(e.keys_if_undelivered) > L.MAX_QUEUE_UNDELIVERED_KEYS:
+    undelivered = _items(e.keys_if_undelivered)
+    if len(undelivered) > L.MAX_QUEUE_UNDELIVERED_KEYS:
         raise bad_request(T.TOO_MANY_UNDELIVERED_KEYS)
-    for key in e.keys_if_undelivered:
+    for key in undelivered:
         if len(key) > L.MAX_WRITE_KEY_SIZE:
             raise bad_request(T.KEY_TOO_LARGE)
         size += len(key)
-    if len(e.backoff_schedule) > L.MAX_QUEUE_BACKOFF_INTERVALS:
+    schedule = _items(e.backoff_schedule)
+    if len(schedule) > L.MAX_QUEUE_BACKOFF_INTERVALS:
         raise bad_request(T.TOO_MANY_BACKOFF_INTERVALS)
-    for interval in e.backoff_schedule:
+    for interval in schedule:
         if interval > L.MAX_QUEUE_BACKOFF_MS:
             raise bad_request(T.BACKOFF_TOO_LARGE)
         size += 4
@@ -164,9 +181,9 @@ def _enqueue(e: pb.Enqueue, now_ms: int) -> tuple[Enqueue, int]:
     enqueue = Enqueue(
         payload=e.payload,
         deadline_ms=e.deadline_ms,
-        keys_if_undelivered=tuple(e.keys_if_undelivered),
+        keys_if_undelivered=tuple(undelivered),
         # Over KV Connect an empty schedule means "the default".
-        backoff_schedule=tuple(e.backoff_schedule) or None,
+        backoff_schedule=tuple(schedule) or None,
     )
     return enqueue, size
 
