@@ -82,6 +82,7 @@ def worker_hub(server: KvServer, args: argparse.Namespace) -> WorkerHub | None:
         port=port,
         relay_path=os.path.join(relay, "relay.sock"),
         readers=args.num_workers,
+        read_cache_bytes=args.read_cache_mb << 20,
         log_level=logging.getLevelName(logging.getLogger().level),
         config={
             "access_token": config.access_token,

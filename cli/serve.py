@@ -65,6 +65,14 @@ def add_parser(commands: Any) -> None:
     )
     add_env_option(
         p,
+        "--read-cache-mb",
+        "memory per server process for a cache of single-key reads, which the writer "
+        "keeps current; 0 turns it off",
+        default="64",
+        type=int,
+    )
+    add_env_option(
+        p,
         "--processes",
         "server processes sharing the port: reads run in all of them, writes go "
         "through the main one's single writer",
@@ -221,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(texts.TOKEN_TOO_SHORT)
     if args.num_workers < 1:
         raise CliError("num_workers must be at least 1")
+    if args.read_cache_mb < 0:
+        raise CliError("--read-cache-mb must be 0 (off) or more")
     if args.processes is not None and args.processes < 1:
         raise CliError("--processes must be at least 1")
     if args.sync_from_s3:
@@ -253,6 +263,7 @@ def run_primary(args: argparse.Namespace) -> int:
         batch_timeout_ms=args.atomic_write_batch_timeout_ms,
         readers=args.num_workers,
         redo_log=backup,
+        read_cache_bytes=args.read_cache_mb << 20,
     )
     config = ServerConfig(
         access_token=args.access_token,
@@ -327,6 +338,7 @@ def run_replica(args: argparse.Namespace) -> int:
         synchronous=args.sqlite_synchronous,
         readers=args.num_workers,
         sweep_expired=False,  # expired keys are hidden; deletions come from the primary
+        read_cache_bytes=args.read_cache_mb << 20,
     )
     try:
         run_loop(_serve_replica(engine, args, host, port))

@@ -27,6 +27,7 @@ from denokv import versionstamp as stamps
 from denokv.engine_errors import EngineClosed
 from denokv.health import Component
 from denokv.operations import AtomicWrite, Entry, ReadRange, WriteResult, WriteStatus
+from denokv.read_cache import DEFAULT_MAX_BYTES, Mark, ReadCache, WriteCounters
 from denokv.redo_log import RedoLog
 from denokv.tables import check_readable, migrate
 from denokv.watch import Subscription, WatchHub
@@ -38,6 +39,8 @@ MEMORY = ":memory:"
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
 
 T = TypeVar("T")
+RowLists = list[list[tables.LiveRow]]
+ReadFn = Callable[[sqlite3.Connection, Sequence[ReadRange]], RowLists]
 
 
 class Engine:
@@ -52,9 +55,13 @@ class Engine:
         redo_log: bool = False,
         sweep_expired: bool = True,
         writer: bool = True,
+        read_cache_bytes: int = DEFAULT_MAX_BYTES,
+        write_counters: WriteCounters | None = None,
     ) -> None:
         """`writer=False` opens only read connections on a file another process writes
-        (a server process beside the main one; see `denokv.server.processes`)."""
+        (a server process beside the main one; see `denokv.server.processes`), whose
+        writer's `write_counters` keep this engine's read cache right; without them it
+        has no cache. `read_cache_bytes=0` turns the cache off (`denokv.read_cache`)."""
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = str(path)
@@ -67,10 +74,17 @@ class Engine:
         self._shared_lock: threading.Lock | None = None
         self.writer: Writer | None = None
         self.redo: RedoLog | None = None  # redo capture, when a backup is configured
+        # The writer's table of write counters (its own, or the main process's).
+        self.write_counters = write_counters
+        if write_counters is None and writer and not read_only:
+            self.write_counters = WriteCounters()
+        self.read_cache: ReadCache | None = None
+        if self.write_counters is not None and read_cache_bytes > 0 and not read_only:
+            self.read_cache = ReadCache(self.write_counters, read_cache_bytes)
 
         if self.path == MEMORY:
             # One connection serves reads and writes; a lock keeps them apart.
-            conn = self._connect(f"file:denokv-{uuid.uuid4()}?mode=memory", uri=True)
+            conn = self._connect(f"file:denokv-{uuid.uuid4()}?mode=memory", uri=True, tracked=True)
             migrate(conn)
             self._shared_lock = threading.Lock()
             self._readers.put(conn)
@@ -89,7 +103,7 @@ class Engine:
                 self._readers.put(conn)
             check_readable(self._all_conns[0])
         else:
-            conn = self._connect(self.path)
+            conn = self._connect(self.path, tracked=True)
             mode = conn.execute("pragma journal_mode = wal").fetchone()[0]
             if mode != "wal":
                 log.warning("journal_mode is %s, not wal: reads will wait for writes", mode)
@@ -106,9 +120,16 @@ class Engine:
         if readers > 1:
             self._executor = ThreadPoolExecutor(readers, thread_name_prefix="denokv-read")
 
-    def _connect(self, target: str, uri: bool = False) -> sqlite3.Connection:
+    def _connect(self, target: str, uri: bool = False, tracked: bool = False) -> sqlite3.Connection:
+        """A connection; `tracked` for the writer's (`tables.TrackedConnection`)."""
+        factory = tables.TrackedConnection if tracked else sqlite3.Connection
         conn = sqlite3.connect(
-            target, uri=uri, isolation_level=None, check_same_thread=False, timeout=5.0
+            target,
+            uri=uri,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=5.0,
+            factory=factory,
         )
         self._all_conns.append(conn)
         return conn
@@ -127,6 +148,7 @@ class Engine:
             batch_timeout_ms=batch_timeout_ms,
             conn_lock=self._shared_lock,
             sweep=sweep,
+            counters=self.write_counters,
         )
         if capture:
             self.redo = RedoLog()
@@ -147,13 +169,31 @@ class Engine:
         """
         if self._closed:
             raise EngineClosed()
+        cache = self.read_cache
+        if cache is None:
+            return self._read_file(_scan_all, ranges)
+        now = now_ms()
+        found = cache.lookup(ranges, now)
+        if found is not None:
+            return found
+        marks = cache.marks(ranges)
+        if marks is None:  # not all single keys, or a write to one of them in progress
+            return self._read_file(_scan_all, ranges)
+
+        def read_and_keep(conn: sqlite3.Connection, ranges: Sequence[ReadRange]) -> RowLists:
+            return _read_points(conn, ranges, now, cache, marks)
+
+        return self._read_file(read_and_keep, ranges)
+
+    def _read_file(self, how: ReadFn, ranges: Sequence[ReadRange]) -> RowLists:
+        """`how` on a borrowed read connection (and the shared lock of a `:memory:` file)."""
         readers = self._readers
         conn = readers.get()
         try:
             if self._shared_lock is None:
-                return _scan_all(conn, ranges)
+                return how(conn, ranges)
             with self._shared_lock:
-                return _scan_all(conn, ranges)
+                return how(conn, ranges)
         finally:
             readers.put(conn)
 
@@ -272,6 +312,8 @@ class Engine:
         for conn in self._all_conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+        if self.write_counters is not None:
+            self.write_counters.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -280,7 +322,7 @@ class Engine:
         self.close()
 
 
-def _scan_all(conn: sqlite3.Connection, ranges: Sequence[ReadRange]) -> list[list[tables.LiveRow]]:
+def _scan_all(conn: sqlite3.Connection, ranges: Sequence[ReadRange]) -> RowLists:
     now = now_ms()
     if len(ranges) == 1:  # one statement is a snapshot of its own
         r = ranges[0]
@@ -290,6 +332,29 @@ def _scan_all(conn: sqlite3.Connection, ranges: Sequence[ReadRange]) -> list[lis
         return [tables.scan(conn, r.start, r.end, r.limit, r.reverse, now) for r in ranges]
     finally:
         conn.execute("commit")
+
+
+def _read_points(
+    conn: sqlite3.Connection,
+    ranges: Sequence[ReadRange],
+    now: int,
+    cache: ReadCache,
+    marks: list[Mark],
+) -> RowLists:
+    """Single-key ranges read from one snapshot, each row kept in the cache."""
+    several = len(ranges) > 1
+    if several:
+        conn.execute("begin")
+    try:
+        out: RowLists = []
+        for r, mark in zip(ranges, marks, strict=True):
+            row, expiry = tables.point_row(conn, r.start)
+            cache.store(r.start, row, expiry, mark)
+            out.append([] if row is None or 0 <= expiry <= now else [row])
+        return out
+    finally:
+        if several:
+            conn.execute("commit")
 
 
 def _entry(row: tables.LiveRow) -> Entry:

@@ -18,6 +18,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from denokv import versionstamp as stamps
 
@@ -95,6 +96,7 @@ SELECT_LIVE_ROWS = (
 SELECT_CHECK = "select version, seq, expiration_ms from kv where k = ?"
 SELECT_VALUE = "select v, v_encoding, expiration_ms from kv where k = ?"
 SELECT_ROW = "select v, v_encoding, version, seq, expiration_ms from kv where k = ?"
+SELECT_POINT = "select k, v, v_encoding, version, seq, expiration_ms from kv where k = ?"
 UPSERT_KV = (
     "insert into kv (k, v, v_encoding, version, seq, expiration_ms) values (?, ?, ?, ?, 0, ?) "
     "on conflict(k) do update set v = excluded.v, v_encoding = excluded.v_encoding, "
@@ -177,6 +179,27 @@ class QueueRow:
     data: bytes
     backoff_schedule: str
     keys_if_undelivered: bytes | str
+
+
+class TrackedConnection(sqlite3.Connection):
+    """The writer's connection. The functions below that change `kv` note on it which
+    keys its open transaction changed (or that it changed them all), so the writer can
+    tell the read caches before it commits (`denokv.read_cache`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed_keys: list[bytes] = []
+        self.changed_all = False
+
+
+def _changed(conn: sqlite3.Connection, key: bytes) -> None:
+    if type(conn) is TrackedConnection:
+        conn.changed_keys.append(key)
+
+
+def _changed_all(conn: sqlite3.Connection) -> None:
+    if type(conn) is TrackedConnection:
+        conn.changed_all = True
 
 
 # -- transactions -----------------------------------------------------------------
@@ -306,6 +329,15 @@ def get_row(conn: sqlite3.Connection, key: bytes) -> KvRow | None:
     return KvRow(key, v, enc, ver, seq, exp)
 
 
+def point_row(conn: sqlite3.Connection, key: bytes) -> tuple[LiveRow | None, int]:
+    """A key's row, expired or not, and its expiry (< 0: none): what the read cache keeps."""
+    row = conn.execute(SELECT_POINT, (bytearray(key),)).fetchone()
+    if row is None:
+        return None, -1
+    k, v, encoding, version, seq, expiry = row
+    return (k, v, encoding, version, seq), expiry
+
+
 def live_versionstamp(conn: sqlite3.Connection, key: bytes, now_ms: int) -> bytes | None:
     """The versionstamp of a key that exists and has not expired; None otherwise."""
     row = conn.execute(SELECT_CHECK, (bytearray(key),)).fetchone()
@@ -331,19 +363,25 @@ def upsert(
     expire_at_ms: int,
 ) -> None:
     conn.execute(UPSERT_KV, (bytearray(key), bytearray(value), encoding, version, expire_at_ms))
+    _changed(conn, key)
 
 
 def delete(conn: sqlite3.Connection, key: bytes) -> None:
     conn.execute(DELETE_KV, (bytearray(key),))
+    _changed(conn, key)
 
 
 def delete_many(conn: sqlite3.Connection, keys: Sequence[bytes]) -> None:
     conn.executemany(DELETE_KV, [(k,) for k in keys])
+    if type(conn) is TrackedConnection:
+        conn.changed_keys += keys
 
 
 def put_rows(conn: sqlite3.Connection, rows: Iterable[KvRow], table: str = "kv") -> None:
     """Write whole rows as they are (snapshots, restores, time travel), replacing any, into
     `kv` or another table with its columns."""
+    if table == "kv":
+        _changed_all(conn)
     conn.executemany(
         PUT_ROW.format(table=table),
         ((r.key, r.value, r.encoding, r.version, r.seq, r.expire_at_ms) for r in rows),
@@ -352,12 +390,14 @@ def put_rows(conn: sqlite3.Connection, rows: Iterable[KvRow], table: str = "kv")
 
 def clear_kv(conn: sqlite3.Connection) -> None:
     conn.execute(CLEAR_KV)
+    _changed_all(conn)
 
 
 def replace_kv_with(conn: sqlite3.Connection, source_table: str) -> None:
     """Make `kv` hold exactly the rows of `source_table` (a staging table of kv's columns)."""
     conn.execute(CLEAR_KV)
     conn.execute(COPY_KV_FROM.format(table=source_table))
+    _changed_all(conn)
 
 
 def count_kv(conn: sqlite3.Connection) -> int:

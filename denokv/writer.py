@@ -44,6 +44,7 @@ from denokv.effects import Effects, QueueChangeKind
 from denokv.engine_errors import EngineClosed, StorageFault, WriteError, WriterStopped
 from denokv.mutations import apply_write, failed_checks
 from denokv.operations import AtomicWrite, WriteResult, WriteStatus
+from denokv.read_cache import WriteCounters
 from denokv.validation import check_write
 from denokv.writer_stats import StorageFaults, WriterStats, writer_metrics
 
@@ -168,8 +169,10 @@ class Writer:
         conn_lock: threading.Lock | None = None,
         rng: random.Random | None = None,
         sweep: bool = True,
+        counters: WriteCounters | None = None,
     ) -> None:
         self._conn = conn
+        self._counters = counters
         self._on_touched = on_touched
         self._on_wake_all = on_wake_all
         self._batch_timeout = (batch_timeout_ms or 0) / 1000
@@ -370,6 +373,7 @@ class Writer:
     def _transaction(self, body: Callable[[Tx], T]) -> tuple[T, Tx]:
         """Run one unit: begin, body, version and listeners, commit. Raises on failure."""
         conn = self._conn
+        changing: set[int] = set()
         with self._lock:
             conn.execute("begin immediate")
             try:
@@ -383,13 +387,33 @@ class Writer:
                 if tx._fresh:
                     for commit_listener in self.commit_listeners:
                         commit_listener(conn, tx.version, tx.effects)
+                changing = self._begin_changes(conn)
                 conn.execute("commit")
             except BaseException:
                 tables.rollback(conn)
                 raise
+            finally:
+                self._end_changes(conn, changing)
         if self.faults.active:
             self.faults.cleared()
         return value, tx
+
+    def _begin_changes(self, conn: sqlite3.Connection) -> set[int]:
+        """Tell the read caches which keys are about to change (`denokv.read_cache`)."""
+        counters = self._counters
+        if counters is None or type(conn) is not tables.TrackedConnection:
+            return set()
+        changing = counters.slots(conn.changed_keys, conn.changed_all)
+        counters.begin(changing)
+        return changing
+
+    def _end_changes(self, conn: sqlite3.Connection, changing: set[int]) -> None:
+        """After COMMIT or rollback, before any answer: the change is over."""
+        if changing and self._counters is not None:
+            self._counters.end(changing)
+        if type(conn) is tables.TrackedConnection:
+            conn.changed_keys.clear()
+            conn.changed_all = False
 
     def _after_commit(self, effects: Effects, version: int, wake_all: bool = False) -> None:
         stats = self.stats

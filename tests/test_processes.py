@@ -107,6 +107,33 @@ def test_writes_from_every_process_share_one_version_order(two: ServerProcess) -
     assert samples(metrics(two), "denokv_worker_calls_total")[""] == counts["1"]
 
 
+def test_a_value_cached_in_any_process_gives_way_to_every_acknowledged_write(
+    two: ServerProcess,
+) -> None:
+    """Each round, one connection writes and then every connection reads the key twice:
+    the second read of the round before came from each process's read cache."""
+    key = b"\x02cached\x00"
+    kvs = clients(two)
+    try:
+        for round_ in range(2 * CONNECTIONS):
+            want = b"v%d" % round_
+            kvs[round_ % CONNECTIONS].write_ok(pb.AtomicWrite(mutations=[set_mutation(key, want)]))
+            for kv in kvs:
+                for _ in range(2):
+                    entry = kv.get(key)
+                    assert entry is not None and entry.value == want, (round_, entry)
+    finally:
+        for kv in kvs:
+            kv.close()
+    deadline = time.monotonic() + 10
+    while True:  # worker figures reach the main process once a second
+        hits = samples(metrics(two), "denokv_read_cache_hits_total")
+        if len(hits) == 2 and all(v > 0 for v in hits.values()):
+            break
+        assert time.monotonic() < deadline, f"the read cache was not used in both: {hits}"
+        time.sleep(0.2)
+
+
 def test_a_check_failure_through_a_worker_is_reported(two: ServerProcess) -> None:
     kvs = clients(two)
     try:

@@ -93,7 +93,7 @@ class KvServer:
         # The parts that report metrics, readiness and status; the shipper or the
         # follower add themselves when they run beside the server.
         self.components: list[Component] = engine.components()
-        self.metrics = Metrics(self.components)
+        self.metrics = Metrics(self.components, cache=engine.read_cache)
         self.observe = self.metrics.observe
         self.body_policy = BodyPolicy(config.body_timeout_s)
         self.nudger = AckNudger() if config.quickack else None

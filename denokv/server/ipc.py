@@ -9,7 +9,7 @@ Each frame is `length (u32) ‖ kind (u8) ‖ id (u32) ‖ payload`, little-endi
 | TOUCHED | main → worker | the keys a commit touched: count (u32), then length (u32) ‖ key |
 | WAKE_ALL | main → worker | every watcher must look again (a replica swapped its data) |
 | NOT_READY | main → worker | why data calls must wait (UTF-8), empty when ready |
-| STATS | worker → main | the worker's request counts (JSON, `request_stats.Snapshot`) |
+| STATS | worker → main | its request counts and read cache figures (JSON, `Metrics.snapshot`) |
 | READY | worker → main | the worker listens on the shared port |
 | HEALTH | main → worker | the server's readiness problems and fatal problem (JSON), every 0.2 s |
 """

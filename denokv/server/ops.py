@@ -20,7 +20,9 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from denokv import read_cache
 from denokv.health import Component
+from denokv.read_cache import ReadCache
 from denokv.server import request_stats
 from denokv.server.request_stats import RequestStats, Snapshot
 
@@ -34,17 +36,27 @@ class Metrics:
     latest snapshot each worker process sent (see `denokv.server.processes`).
     """
 
-    def __init__(self, components: list[Component], process: str = "0") -> None:
+    def __init__(
+        self, components: list[Component], process: str = "0", cache: ReadCache | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = RequestStats()
         self.process = process
+        self.cache = cache
         self.workers: dict[str, Snapshot] = {}
         self.observe = self.requests.observe
         self.registry.register(_ComponentCollector(components))
         self.registry.register(_RequestCollector(self))
 
+    def snapshot(self) -> Snapshot:
+        """This process's figures: its requests, and its read cache's."""
+        snap = self.requests.snapshot()
+        if self.cache is not None:
+            snap["read_cache"] = self.cache.figures()
+        return snap
+
     def snapshots(self) -> dict[str, Snapshot]:
-        return {self.process: self.requests.snapshot(), **self.workers}
+        return {self.process: self.snapshot(), **self.workers}
 
     def requests_total(self) -> int:
         return request_stats.total(self.snapshots())
@@ -58,7 +70,9 @@ class _RequestCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Any]:
-        yield from request_stats.families(self.metrics.snapshots())
+        snapshots = self.metrics.snapshots()
+        yield from request_stats.families(snapshots)
+        yield from read_cache.families(snapshots)
 
 
 class _ComponentCollector(Collector):

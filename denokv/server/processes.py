@@ -81,6 +81,7 @@ class WorkerSpec:
     config: dict[str, Any]  # ServerConfig fields that can be carried as JSON
     readers: int = 1
     log_level: str = "INFO"
+    read_cache_bytes: int = 0  # the worker's read cache (`denokv.read_cache`); 0: none
 
 
 @dataclass
@@ -122,10 +123,15 @@ class WorkerHub:
     async def _spawn(self, index: int) -> None:
         mine, theirs = socket.socketpair()
         spec = {**self.spec.__dict__, "index": index, "ipc_fd": theirs.fileno()}
+        fds = [theirs.fileno()]
+        counters = self.server.engine.write_counters
+        if counters is not None and counters.fd >= 0:  # the writer's, for the worker's cache
+            spec["counters_fd"] = counters.fd
+            fds.append(counters.fd)
         proc = subprocess.Popen(
             [sys.executable, "-m", "denokv.server.worker"],
             stdin=subprocess.PIPE,
-            pass_fds=(theirs.fileno(),),
+            pass_fds=fds,
         )
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(spec).encode())

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from denokv.engine import Engine
+from denokv.read_cache import WriteCounters
 from denokv.server import ipc
 from denokv.server.app import KvServer, ServerConfig
 from denokv.server.metadata import Endpoint
@@ -163,14 +164,21 @@ async def _run(spec: dict[str, Any]) -> None:
     sock = socket.socket(fileno=spec["ipc_fd"])
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     main = MainProcess(reader, writer)
-    engine = Engine(spec["sqlite_path"], writer=False, readers=spec.get("readers", 1))
+    counters_fd = spec.get("counters_fd")
+    engine = Engine(
+        spec["sqlite_path"],
+        writer=False,
+        readers=spec.get("readers", 1),
+        write_counters=WriteCounters(counters_fd) if counters_fd is not None else None,
+        read_cache_bytes=spec.get("read_cache_bytes", 0),
+    )
     server = KvServer(engine, _config(spec, main))
     server.metrics.process = str(spec["index"])
 
     async def stats() -> None:
         while not main.closed.is_set():
             await asyncio.sleep(STATS_EVERY_S)
-            main.send_stats(server.metrics.requests.snapshot())
+            main.send_stats(server.metrics.snapshot())
 
     from denokv.server.http import serve
 
@@ -186,7 +194,7 @@ async def _run(spec: dict[str, Any]) -> None:
             os.kill(os.getpid(), 15)
             await serving
     finally:
-        main.send_stats(server.metrics.requests.snapshot())
+        main.send_stats(server.metrics.snapshot())
         for task in (listening, reporting, gone):
             task.cancel()
         with contextlib.suppress(Exception):
