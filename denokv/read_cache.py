@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -112,6 +113,7 @@ class ReadCache:
         self.max_bytes = max_bytes
         self._entries: dict[bytes, _Entry] = {}
         self._bytes = 0
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -166,13 +168,14 @@ class ReadCache:
         size = len(key) + (len(row[1]) if row is not None else 0) + _ENTRY_OVERHEAD
         if size > self.max_bytes:
             return
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= _size(key, old)
-        self._entries[key] = (row, expiry, *mark)
-        self._bytes += size
-        if self._bytes > self.max_bytes:
-            self._shrink()
+        with self._lock:  # reader threads (--num-workers) may store at once
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= _size(key, old)
+            self._entries[key] = (row, expiry, *mark)
+            self._bytes += size
+            if self._bytes > self.max_bytes:
+                self._shrink()
 
     def _shrink(self) -> None:
         """Drop the oldest entries until a quarter of the room is free."""

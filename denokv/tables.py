@@ -181,6 +181,9 @@ class QueueRow:
     keys_if_undelivered: bytes | str
 
 
+NOTED_KEYS = 4096  # a bigger change of kv is told to the read caches as "every key"
+
+
 class TrackedConnection(sqlite3.Connection):
     """The writer's connection. The functions below that change `kv` note on it which
     keys its open transaction changed (or that it changed them all), so the writer can
@@ -195,6 +198,16 @@ class TrackedConnection(sqlite3.Connection):
 def _changed(conn: sqlite3.Connection, key: bytes) -> None:
     if type(conn) is TrackedConnection:
         conn.changed_keys.append(key)
+
+
+def _noted(conn: TrackedConnection, rows: Iterable[KvRow]) -> Iterator[KvRow]:
+    """`rows`, each key noted as it passes; past NOTED_KEYS, the change counts as total."""
+    for row in rows:
+        if not conn.changed_all:
+            conn.changed_keys.append(row.key)
+            if len(conn.changed_keys) > NOTED_KEYS:
+                conn.changed_all = True
+        yield row
 
 
 def _changed_all(conn: sqlite3.Connection) -> None:
@@ -380,8 +393,8 @@ def delete_many(conn: sqlite3.Connection, keys: Sequence[bytes]) -> None:
 def put_rows(conn: sqlite3.Connection, rows: Iterable[KvRow], table: str = "kv") -> None:
     """Write whole rows as they are (snapshots, restores, time travel), replacing any, into
     `kv` or another table with its columns."""
-    if table == "kv":
-        _changed_all(conn)
+    if table == "kv" and type(conn) is TrackedConnection:
+        rows = _noted(conn, rows)
     conn.executemany(
         PUT_ROW.format(table=table),
         ((r.key, r.value, r.encoding, r.version, r.seq, r.expire_at_ms) for r in rows),

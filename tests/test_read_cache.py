@@ -294,9 +294,17 @@ def test_only_a_tracked_connection_notes_what_changed(tmp_path: Path) -> None:
         tables.upsert(conn, b"a", b"v", 1, 1, -1)
         tables.delete(conn, b"b")
         tables.delete_many(conn, [b"c", b"d"])
-        assert conn.changed_keys == [b"a", b"b", b"c", b"d"]
+        rows = [tables.KvRow(b"e", b"v", 1, 1), tables.KvRow(b"f", b"v", 1, 1)]
+        tables.put_rows(conn, rows)
+        assert conn.changed_keys == [b"a", b"b", b"c", b"d", b"e", b"f"]
         assert not conn.changed_all
         tables.clear_kv(conn)
         assert conn.changed_all
+        conn.changed_keys.clear()
+        conn.changed_all = False
+        many = (tables.KvRow(b"m%d" % n, b"v", 1, 1) for n in range(tables.NOTED_KEYS + 1))
+        tables.put_rows(conn, many)
+        assert conn.changed_all, "a large load was not told as a change of every key"
+        assert tables.count_kv(conn) == tables.NOTED_KEYS + 1
     finally:
         conn.close()
