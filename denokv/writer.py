@@ -59,6 +59,7 @@ SWEEP_RETRY_MS = 1_000
 NEVER = 2**62
 MAX_IDLE_S = 3600.0
 BUSY_TIMEOUT_MS = 1_000  # how long a commit waits for another process's write lock
+OTHER_WRITERS_POLL_S = 0.1  # how soon another program's commit reaches the read caches
 
 T = TypeVar("T")
 CommitListener = Callable[[sqlite3.Connection, int, Effects], None]
@@ -173,6 +174,8 @@ class Writer:
     ) -> None:
         self._conn = conn
         self._counters = counters
+        self._next_look = 0.0  # when to look for another program's commits next
+        self._data_version_seen: int | None = None
         self._on_touched = on_touched
         self._on_wake_all = on_wake_all
         self._batch_timeout = (batch_timeout_ms or 0) / 1000
@@ -299,10 +302,29 @@ class Writer:
                 self._in_hand = []
             if self._sweep_enabled and now_ms() >= self._next_sweep_ms:
                 self._sweep_batch()
+            if self._counters is not None and time.monotonic() >= self._next_look:
+                self._look_for_other_writers()
+
+    def _look_for_other_writers(self) -> None:
+        """Another program committing to the file (tolerated, not advised) changes keys the
+        read caches cannot know of: when `data_version` says so, every cached row goes."""
+        self._next_look = time.monotonic() + OTHER_WRITERS_POLL_S
+        try:
+            with self._lock:
+                seen = self._conn.execute("pragma data_version").fetchone()[0]
+        except sqlite3.Error:  # cannot tell (a storage fault): assume the worst
+            seen = None
+        before, self._data_version_seen = self._data_version_seen, seen
+        if seen is None or (before is not None and seen != before):
+            assert self._counters is not None
+            self._counters.begin({0})
+            self._counters.end({0})
 
     def _next_item(self) -> Any:
         """The next request, or None when it is time for a sweep batch."""
         wait = min(MAX_IDLE_S, max(0.0, (self._next_sweep_ms - now_ms()) / 1000))
+        if self._counters is not None:
+            wait = min(wait, max(0.0, self._next_look - time.monotonic()))
         try:
             return self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
         except queue.Empty:

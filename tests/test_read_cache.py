@@ -308,3 +308,25 @@ def test_only_a_tracked_connection_notes_what_changed(tmp_path: Path) -> None:
         assert tables.count_kv(conn) == tables.NOTED_KEYS + 1
     finally:
         conn.close()
+
+
+def test_a_commit_by_another_program_reaches_cached_reads_soon(tmp_path: Path) -> None:
+    """Tolerated, not advised (docs/design.md): the writer notices it by `data_version`."""
+    path = tmp_path / "kv.sqlite"
+    engine = Engine(path)
+    try:
+        engine.atomic_write_sync(put(b"k", b"ours"))
+        assert value(engine, b"k") == b"ours"
+        assert value(engine, b"k") == b"ours"  # now in the cache
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            with tables.transaction(other):
+                tables.upsert(other, b"k", b"theirs", int(ValueEncoding.BYTES), 10**9, -1)
+        finally:
+            other.close()
+        deadline = time.monotonic() + 10
+        while value(engine, b"k") != b"theirs":
+            assert time.monotonic() < deadline, "another program's commit was never seen"
+            time.sleep(0.02)
+    finally:
+        engine.close()
