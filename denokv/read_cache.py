@@ -66,11 +66,13 @@ class WriteCounters:
 
     def __init__(self, fd: int | None = None) -> None:
         size = SLOTS * 8
-        if fd is None:
+        if fd is None and hasattr(os, "memfd_create"):
             fd = os.memfd_create("denokv-write-counters", os.MFD_CLOEXEC)
             os.ftruncate(fd, size)
-        self.fd = fd
-        self._map = mmap.mmap(fd, size)
+        # Without memfd (not Linux) the table is this process's alone (fd -1), and
+        # worker processes get none, so they keep no cache.
+        self.fd = fd if fd is not None else -1
+        self._map = mmap.mmap(self.fd, size)
         self.values = memoryview(self._map).cast("Q")
 
     def slots(self, keys: Iterable[bytes], every_key: bool) -> set[int]:
