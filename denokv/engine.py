@@ -5,7 +5,8 @@ and each request sees one snapshot. Every change goes to the writer thread
 (`denokv.writer`): atomic writes, which it commits in groups, and jobs from the
 other parts (`run`), so the writer is the one place where the file is
 committed to. Expired keys are never visible, whether or not the sweeper has
-deleted them yet.
+deleted them yet. Single-key reads are kept in a read cache that the writer
+keeps right (`denokv.read_cache`).
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ class Engine:
     def read_rows(self, ranges: Sequence[ReadRange]) -> list[list[tables.LiveRow]]:
         """Read every range from one snapshot, on the calling thread, as stored rows.
 
-        Every `kv.get` passes here, so the connection is borrowed without a
-        context manager and the rows stay plain tuples (`convert.read_output`
+        Every `kv.get` passes here. Single keys come from the read cache when it can
+        answer (`denokv.read_cache`); otherwise the connection is borrowed without a
+        context manager, and the rows stay plain tuples (`convert.read_output`
         encodes them directly).
         """
         if self._closed:
