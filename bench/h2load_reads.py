@@ -46,7 +46,8 @@ from typing import Any
 
 import httpx
 
-from bench.bank import TRIVIAL_APP, table
+from bench.bank import TRIVIAL_APP
+from bench.bank_report import table
 from bench.harness import (
     Children,
     CpuWindow,

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bank import BANK_CLIENT, INITIAL, TRIVIAL_APP, http_load, snapshot_read_bodies, table
+from bench.bank import BANK_CLIENT, INITIAL, TRIVIAL_APP, http_load, snapshot_read_bodies
+from bench.bank_report import table
 from bench.harness import Children, Server, background_load, run_deno_json, start_denokv
 from tests.support.ports import free_port
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 # The `X as X` names are re-exported: the bench scripts reach them as `sb.X`.
-from bench.bank import table as table
+from bench.bank_report import table as table
 from bench.harness import Children as Children
 from bench.harness import cpu_seconds as cpu_seconds
 from bench.harness import deno_binary, deno_env
