@@ -14,6 +14,14 @@ from typing import Any
 
 import httpx
 
+_TOTALS = (
+    "denokv_read_cache_hits_total",
+    "denokv_read_cache_misses_total",
+    "denokv_write_wait_seconds_total",
+    "denokv_commit_group_seconds_total",
+    "denokv_atomic_writes_total",
+    "denokv_commits_total",
+)
 _SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$")
 
 
@@ -31,14 +39,15 @@ def scrape(url: str) -> dict[str, float]:
             if endpoint is not None:
                 key = f"{endpoint.group(1)}:{name.rsplit('_', 1)[1]}"
                 totals[key] = totals.get(key, 0.0) + value
-        elif name in ("denokv_read_cache_hits_total", "denokv_read_cache_misses_total"):
+        elif name in _TOTALS:
             totals[name] = totals.get(name, 0.0) + value
     return totals
 
 
 def window(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    """Mean handler time (ms) of snapshot_read and atomic_write, and the read cache's hit
-    share, between two scrapes."""
+    """Between two scrapes: the mean handler time (ms) of snapshot_read and atomic_write,
+    how long a write waited for its commit group to begin and how long a group took (ms),
+    and the read cache's share of hits."""
 
     def delta(key: str) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
@@ -47,6 +56,11 @@ def window(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     for endpoint in ("snapshot_read", "atomic_write"):
         count = delta(f"{endpoint}:count")
         out[f"server_{endpoint}_ms"] = 1000 * delta(f"{endpoint}:sum") / count if count else None
+    writes, groups = delta("denokv_atomic_writes_total"), delta("denokv_commits_total")
+    wait = delta("denokv_write_wait_seconds_total")
+    out["writer_wait_ms"] = 1000 * wait / writes if writes else None
+    group = delta("denokv_commit_group_seconds_total")
+    out["writer_group_ms"] = 1000 * group / groups if groups else None
     hits, misses = delta("denokv_read_cache_hits_total"), delta("denokv_read_cache_misses_total")
     out["read_cache_hit_share"] = hits / (hits + misses) if hits + misses else None
     return out

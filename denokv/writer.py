@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from denokv import tables
@@ -126,6 +126,7 @@ class _Pending:
     write: AtomicWrite
     future: asyncio.Future[WriteResult] | Future[WriteResult]
     loop: asyncio.AbstractEventLoop | None
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -498,6 +499,8 @@ class Writer:
     # -- group commit -------------------------------------------------------------
 
     def _commit_group(self, group: list[_Pending]) -> None:
+        began = time.monotonic()
+        waited = sum(began - pending.queued_at for pending in group)
         outcomes: list[tuple[WriteResult | BaseException, Effects | None]] = []
 
         def body(tx: Tx) -> None:
@@ -524,8 +527,8 @@ class Writer:
             self.stats.record_group(len(group))
             _resolve(group, [error] * len(group))
             return
-        self.stats.record_group(len(group))
         _resolve(group, [result for result, _ in outcomes])
+        self.stats.record_group(len(group), waited, time.monotonic() - began)
         effects = Effects()
         for _, one in outcomes:
             if one is not None:

@@ -34,11 +34,15 @@ class WriterStats:
     data_version: int = 0  # the version of the newest commit
     failures: dict[str, int] = field(default_factory=dict)  # failed units by cause
     group_sizes: list[int] = field(default_factory=lambda: [0] * (len(GROUP_BUCKETS) + 1))
+    waited_s: float = 0.0  # summed over writes: from submit to the start of their group
+    grouped_s: float = 0.0  # summed over groups: from begin to every write answered
 
-    def record_group(self, size: int) -> None:
+    def record_group(self, size: int, waited_s: float = 0.0, took_s: float = 0.0) -> None:
         self.commits += 1
         self.writes += size
         self.group_sizes[bisect.bisect_left(GROUP_BUCKETS, size)] += 1
+        self.waited_s += waited_s
+        self.grouped_s += took_s
 
     def record_failure(self, cause: str) -> None:
         self.failures[cause] = self.failures.get(cause, 0) + 1
@@ -70,6 +74,16 @@ def writer_metrics(stats: WriterStats, faults: StorageFaults, alive: bool) -> It
         ("denokv_atomic_writes", "Atomic writes committed or refused", stats.writes),
         ("denokv_expiry_sweeps", "Expiry sweep batches committed", stats.sweeps),
         ("denokv_expired_keys", "Keys deleted by expiry sweeps", stats.expired),
+        (
+            "denokv_write_wait_seconds",
+            "Time atomic writes waited for their commit group to begin, summed",
+            stats.waited_s,
+        ),
+        (
+            "denokv_commit_group_seconds",
+            "Time commit groups took from begin to every write answered, summed",
+            stats.grouped_s,
+        ),
     )
     yield from gauges(
         ("denokv_queue_depth", "Messages waiting in the queue", stats.queue_waiting),
