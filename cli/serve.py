@@ -68,7 +68,7 @@ def add_parser(commands: Any) -> None:
         "--read-cache-mb",
         "memory per server process for a cache of single-key reads, which the writer "
         "keeps current; 0 turns it off",
-        default="64",
+        default="32",
         type=int,
     )
     add_env_option(
