@@ -37,14 +37,17 @@ from __future__ import annotations
 
 import mmap
 import os
+import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from denokv.operations import ReadRange
-from denokv.tables import LiveRow
+from denokv.tables import LiveRow, TrackedConnection
 
+OTHER_WRITERS_POLL_S = 0.1  # how soon another program's commit reaches the caches
 SLOTS = 1 << 16  # 512 KiB of 8-byte counters; keys that share a slot only miss more
 DEFAULT_MAX_BYTES = 32 << 20
 # Python's own memory per entry beyond the key (held twice: the dictionary's and
@@ -101,6 +104,51 @@ class WriteCounters:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class CacheKeeper:
+    """The writer's side: marks what its transaction changes before COMMIT and unmarks it
+    after, and looks for other programs' commits. Runs on the writer thread only."""
+
+    def __init__(self, counters: WriteCounters, conn_lock: threading.Lock) -> None:
+        self.counters = counters
+        self._lock = conn_lock  # the writer's: held around statements on its connection
+        self._next_look = 0.0
+        self._data_version: int | None = None
+
+    def begin(self, conn: sqlite3.Connection) -> set[int]:
+        """Just before COMMIT: the slots of what the transaction changed, now odd."""
+        if type(conn) is not TrackedConnection:
+            return set()
+        changing = self.counters.slots(conn.changed_keys, conn.changed_all)
+        self.counters.begin(changing)
+        return changing
+
+    def end(self, conn: sqlite3.Connection, changing: set[int]) -> None:
+        """After COMMIT or rollback, before any answer: those slots even again."""
+        self.counters.end(changing)
+        if type(conn) is TrackedConnection:
+            conn.changed_keys.clear()
+            conn.changed_all = False
+
+    def due(self) -> float:
+        """Seconds until `look_for_other_writers` should run (0: now)."""
+        return max(0.0, self._next_look - time.monotonic())
+
+    def look_for_other_writers(self, conn: sqlite3.Connection) -> None:
+        """Another program committing to the file (tolerated, not advised) changes keys
+        the caches cannot know of. `data_version` on the writer's connection moves only
+        for other connections' commits; when it moves, every cached row goes."""
+        self._next_look = time.monotonic() + OTHER_WRITERS_POLL_S
+        try:
+            with self._lock:
+                seen = conn.execute("pragma data_version").fetchone()[0]
+        except sqlite3.Error:  # cannot tell (a storage fault): assume the worst
+            seen = None
+        before, self._data_version = self._data_version, seen
+        if seen is None or (before is not None and seen != before):
+            self.counters.begin({0})
+            self.counters.end({0})
 
 
 # A cached read: the row (None: no such key), its expiry (< 0: none), its slot,

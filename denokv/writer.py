@@ -44,7 +44,7 @@ from denokv.effects import Effects, QueueChangeKind
 from denokv.engine_errors import EngineClosed, StorageFault, WriteError, WriterStopped
 from denokv.mutations import apply_write, failed_checks
 from denokv.operations import AtomicWrite, WriteResult, WriteStatus
-from denokv.read_cache import WriteCounters
+from denokv.read_cache import CacheKeeper, WriteCounters
 from denokv.validation import check_write
 from denokv.writer_stats import StorageFaults, WriterStats, writer_metrics
 
@@ -59,7 +59,6 @@ SWEEP_RETRY_MS = 1_000
 NEVER = 2**62
 MAX_IDLE_S = 3600.0
 BUSY_TIMEOUT_MS = 1_000  # how long a commit waits for another process's write lock
-OTHER_WRITERS_POLL_S = 0.1  # how soon another program's commit reaches the read caches
 
 T = TypeVar("T")
 CommitListener = Callable[[sqlite3.Connection, int, Effects], None]
@@ -174,13 +173,12 @@ class Writer:
         counters: WriteCounters | None = None,
     ) -> None:
         self._conn = conn
-        self._counters = counters
-        self._next_look = 0.0  # when to look for another program's commits next
-        self._data_version_seen: int | None = None
         self._on_touched = on_touched
         self._on_wake_all = on_wake_all
         self._batch_timeout = (batch_timeout_ms or 0) / 1000
         self._lock = conn_lock or threading.Lock()
+        # Tells the read caches of every change (`denokv.read_cache`).
+        self._keeper = CacheKeeper(counters, self._lock) if counters is not None else None
         self._rng = rng or random.SystemRandom()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
@@ -303,29 +301,14 @@ class Writer:
                 self._in_hand = []
             if self._sweep_enabled and now_ms() >= self._next_sweep_ms:
                 self._sweep_batch()
-            if self._counters is not None and time.monotonic() >= self._next_look:
-                self._look_for_other_writers()
-
-    def _look_for_other_writers(self) -> None:
-        """Another program committing to the file (tolerated, not advised) changes keys the
-        read caches cannot know of: when `data_version` says so, every cached row goes."""
-        self._next_look = time.monotonic() + OTHER_WRITERS_POLL_S
-        try:
-            with self._lock:
-                seen = self._conn.execute("pragma data_version").fetchone()[0]
-        except sqlite3.Error:  # cannot tell (a storage fault): assume the worst
-            seen = None
-        before, self._data_version_seen = self._data_version_seen, seen
-        if seen is None or (before is not None and seen != before):
-            assert self._counters is not None
-            self._counters.begin({0})
-            self._counters.end({0})
+            if self._keeper is not None and self._keeper.due() == 0:
+                self._keeper.look_for_other_writers(self._conn)
 
     def _next_item(self) -> Any:
         """The next request, or None when it is time for a sweep batch."""
         wait = min(MAX_IDLE_S, max(0.0, (self._next_sweep_ms - now_ms()) / 1000))
-        if self._counters is not None:
-            wait = min(wait, max(0.0, self._next_look - time.monotonic()))
+        if self._keeper is not None:
+            wait = min(wait, self._keeper.due())
         try:
             return self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
         except queue.Empty:
@@ -396,6 +379,7 @@ class Writer:
     def _transaction(self, body: Callable[[Tx], T]) -> tuple[T, Tx]:
         """Run one unit: begin, body, version and listeners, commit. Raises on failure."""
         conn = self._conn
+        keeper = self._keeper
         changing: set[int] = set()
         with self._lock:
             conn.execute("begin immediate")
@@ -410,33 +394,18 @@ class Writer:
                 if tx._fresh:
                     for commit_listener in self.commit_listeners:
                         commit_listener(conn, tx.version, tx.effects)
-                changing = self._begin_changes(conn)
+                if keeper is not None:
+                    changing = keeper.begin(conn)
                 conn.execute("commit")
             except BaseException:
                 tables.rollback(conn)
                 raise
             finally:
-                self._end_changes(conn, changing)
+                if keeper is not None:
+                    keeper.end(conn, changing)
         if self.faults.active:
             self.faults.cleared()
         return value, tx
-
-    def _begin_changes(self, conn: sqlite3.Connection) -> set[int]:
-        """Tell the read caches which keys are about to change (`denokv.read_cache`)."""
-        counters = self._counters
-        if counters is None or type(conn) is not tables.TrackedConnection:
-            return set()
-        changing = counters.slots(conn.changed_keys, conn.changed_all)
-        counters.begin(changing)
-        return changing
-
-    def _end_changes(self, conn: sqlite3.Connection, changing: set[int]) -> None:
-        """After COMMIT or rollback, before any answer: the change is over."""
-        if changing and self._counters is not None:
-            self._counters.end(changing)
-        if type(conn) is tables.TrackedConnection:
-            conn.changed_keys.clear()
-            conn.changed_all = False
 
     def _after_commit(self, effects: Effects, version: int, wake_all: bool = False) -> None:
         stats = self.stats
