@@ -1,9 +1,10 @@
 """A cache of single-key reads in front of SQLite, kept right by the writer.
 
-Why: a `kv.get` served from SQLite costs ~106k instructions in-process. About
-30k of them are Python's sqlite3 binding and SQLite itself, and each SQLite
-step gives up the GIL, which the HTTP front's threads then take. A hit costs a
-dictionary lookup and two counter reads.
+Why: a `kv.get` served from SQLite costs ~106k instructions in-process, and
+one answered here ~81k (`bench/probes/app_instructions.py`). The difference is
+Python's sqlite3 binding and SQLite itself, and each SQLite step gives up the
+GIL, which the HTTP front's threads then take. A hit costs a dictionary lookup
+and two counter reads.
 
 What keeps it right is a table of write counters (`WriteCounters`). It lives
 in shared memory, so every server process sees the same table. Each key maps
@@ -29,8 +30,10 @@ replica's snapshot or a bulk load changes all of them.
   an expired row reads as absent, as in SQLite.
 
 This relies on the design's rule that only the writer changes Deno's tables
-in a live database. An engine with no writer of its own and no shared counter
-table (a read-only open of a file another program writes) has no cache.
+in a live database. Another program that commits to the file anyway (tolerated,
+not advised) is noticed within `OTHER_WRITERS_POLL_S`, and then every cached
+row goes (`CacheKeeper.look_for_other_writers`). An engine with no writer of its
+own and no shared counter table (a read-only open) has no cache.
 """
 
 from __future__ import annotations
