@@ -177,7 +177,8 @@ class ReadCache:
         return len(self._entries)
 
     def figures(self) -> list[int]:
-        """[hits, misses, entries, bytes]: what `families` reports for this process."""
+        """[hits, misses, entries, bytes]: what `families` reports for this process. Only
+        reads of single keys count as hits or misses."""
         return [self.hits, self.misses, len(self._entries), self._bytes]
 
     def lookup(self, ranges: Sequence[ReadRange], now: int) -> list[list[LiveRow]] | None:
@@ -188,8 +189,10 @@ class ReadCache:
         out: list[list[LiveRow]] = []
         for r in ranges:
             start = r.start
+            if r.end != start + b"\x00":  # not a single key: not the cache's to answer
+                return None
             entry = entries.get(start)
-            if entry is None or r.end != start + b"\x00":
+            if entry is None:
                 self.misses += 1
                 return None
             row, expiry, slot, seen, seen_every = entry

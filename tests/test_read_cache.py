@@ -330,3 +330,12 @@ def test_a_commit_by_another_program_reaches_cached_reads_soon(tmp_path: Path) -
             time.sleep(0.02)
     finally:
         engine.close()
+
+
+def test_a_read_of_a_range_is_not_the_caches_and_counts_neither_way(engine: Engine) -> None:
+    cache = cache_of(engine)
+    engine.atomic_write_sync(put(b"\x02p\x00a", b"1"))
+    figures = cache.figures()
+    rows = engine.read([ReadRange(b"\x02p\x00", b"\x02p\x01", 10)])[0]
+    assert [r.value for r in rows] == [b"1"]
+    assert cache.figures()[:3] == figures[:3], "a range read touched the cache"
