@@ -69,7 +69,7 @@ def bank_table(
     for label, key in (("server time per read (mean)", "server_snapshot_read_ms"),
                        ("server time per commit (mean)", "server_atomic_write_ms"),
                        ("  of it, waiting for a group (mean)", "writer_wait_ms"),
-                       ("  commit group, begin to answered (mean)", "writer_group_ms"),
+                       ("  commit group, begin to answers (mean)", "writer_group_ms"),
                        ("read cache hits", "read_cache_hit_share")):  # fmt: skip
         cells = [label]
         for srv in servers.values():

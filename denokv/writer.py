@@ -496,8 +496,9 @@ class Writer:
             self.stats.record_group(len(group))
             _resolve(group, [error] * len(group))
             return
-        _resolve(group, [result for result, _ in outcomes])
+        # Counted before the answers go out: whoever gets one may read the figures.
         self.stats.record_group(len(group), waited, time.monotonic() - began)
+        _resolve(group, [result for result, _ in outcomes])
         effects = Effects()
         for _, one in outcomes:
             if one is not None:

@@ -35,7 +35,7 @@ class WriterStats:
     failures: dict[str, int] = field(default_factory=dict)  # failed units by cause
     group_sizes: list[int] = field(default_factory=lambda: [0] * (len(GROUP_BUCKETS) + 1))
     waited_s: float = 0.0  # summed over writes: from submit to the start of their group
-    grouped_s: float = 0.0  # summed over groups: from begin to every write answered
+    grouped_s: float = 0.0  # summed over groups: from begin to their answers going out
 
     def record_group(self, size: int, waited_s: float = 0.0, took_s: float = 0.0) -> None:
         self.commits += 1
@@ -81,7 +81,7 @@ def writer_metrics(stats: WriterStats, faults: StorageFaults, alive: bool) -> It
         ),
         (
             "denokv_commit_group_seconds",
-            "Time commit groups took from begin to every write answered, summed",
+            "Time commit groups took from begin to their answers, summed",
             stats.grouped_s,
         ),
     )
