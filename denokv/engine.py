@@ -352,7 +352,7 @@ def _read_points(
         for r, mark in zip(ranges, marks, strict=True):
             row, expiry = tables.point_row(conn, r.start)
             cache.store(r.start, row, expiry, mark)
-            out.append([] if row is None or 0 <= expiry <= now else [row])
+            out.append([row] if row is not None and tables.is_live(expiry, now) else [])
         return out
     finally:
         if several:

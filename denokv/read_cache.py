@@ -199,6 +199,7 @@ class ReadCache:
             if values[slot] != seen or seen_every != every:
                 self.misses += 1
                 return None
+            # `tables.is_live`, inlined: this is the hit path.
             out.append([] if row is None or 0 <= expiry <= now else [row])
         self.hits += 1
         return out
