@@ -152,8 +152,7 @@ def run_lag(
         )  # fmt: skip
         replica = None
         try:
-            while sb.metric(primary.metrics(), "denokv_s3_generations") < 1:
-                time.sleep(0.05)
+            sb.wait_generation(primary, every=0.05)
             replica = sb.Node(
                 children, work / f"lag-{interval_text}-replica.sqlite", token, moto,
                 ["--sync-from-s3", *moto.s3_flags(prefix), "--s3-poll-interval", interval_text],
@@ -255,10 +254,7 @@ def run_bootstrap_and_checkout(
     out["build_s"] = sb.build_big_db(db, args.keys, args.value_size)
     primary = sb.Node(children, db, token, moto, moto.s3_flags("boot/"), "boot-primary")
     try:
-        t0 = time.monotonic()
-        while sb.metric(primary.metrics(), "denokv_s3_generations") < 1:
-            time.sleep(0.1)
-        out["snapshot_ship_s"] = time.monotonic() - t0
+        out["snapshot_ship_s"] = sb.wait_generation(primary)
         sizes = moto.object_sizes("boot/")
         out["snapshot_objects"] = sum(1 for k in sizes if "/snapshots/" in k)
         out["snapshot_bytes"] = sum(v for k, v in sizes.items() if "/snapshots/" in k)

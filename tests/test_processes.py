@@ -335,6 +335,18 @@ def test_sigterm_commits_what_every_process_acknowledged(two: ServerProcess) -> 
     assert _worker_pids(two) == [], "a worker outlived the server"
 
 
+def test_a_stop_while_a_worker_starts_logs_no_error(tmp_path: Path) -> None:
+    # Stopped as soon as the port opens, the worker is still starting: it dies
+    # with the main process's first frames unread, and its socket resets.
+    for round_ in range(3):
+        srv = ServerProcess(tmp_path / f"kv{round_}.sqlite", extra_args=["--processes", "2"])
+        srv.start()
+        assert srv.stop() == 0
+        logs = srv.logs()
+        assert "started server process 1" in logs
+        assert "ERROR" not in logs, logs
+
+
 def _worker_pids(srv: ServerProcess) -> list[int]:
     assert srv.proc is not None
     found = []

@@ -189,7 +189,9 @@ class WorkerHub:
                 elif kind is ipc.Kind.READY:
                     worker.ready = True
         except (ipc.FrameError, ConnectionError) as exc:
-            log.error("server process %d: %s", worker.index, exc)
+            # A worker told to stop may go with frames unread, and its socket resets.
+            log.log(logging.DEBUG if self._stopping else logging.ERROR,
+                    "server process %d: %s", worker.index, exc)  # fmt: skip
         if self._stopping:
             return
         code = worker.proc.poll()
