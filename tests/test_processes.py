@@ -8,10 +8,12 @@ is 2**-15) and checks through `/metrics` that both processes served.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,8 @@ import pytest
 
 from denokv.proto import datapath_pb2 as pb
 from tests.support.kvconnect import RawKv, set_mutation
+from tests.support.paths import ROOT
+from tests.support.ports import wait_for_port
 from tests.support.processes import ServerProcess
 
 # Each test starts a server of two processes and waits for both: 2-4 s a test.
@@ -345,6 +349,55 @@ def test_a_stop_while_a_worker_starts_logs_no_error(tmp_path: Path) -> None:
         logs = srv.logs()
         assert "started server process 1" in logs
         assert "ERROR" not in logs, logs
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.02, 0.05, 0.1, 0.2, 1.5])
+def test_ctrl_c_stops_every_process_quietly(tmp_path: Path, after_s: float) -> None:
+    # Ctrl-C in a terminal sends SIGINT to the whole process group. A worker
+    # still starting (the short waits) must not die of it with a traceback: the main
+    # process stops the workers itself.
+    srv = ServerProcess(tmp_path / "kv.sqlite", extra_args=["--processes", "2"])
+    log = open(tmp_path / "kv.log", "wb")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "DENO_KV_ACCESS_TOKEN": srv.token}
+    proc = subprocess.Popen(srv.command(), cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    log.close()
+    try:
+        wait_for_port(srv.port, proc)
+        time.sleep(after_s)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = (tmp_path / "kv.log").read_text()
+    assert "started server process 1" in text
+    assert "stopped; all acknowledged writes are committed" in text
+    for bad in ("Traceback", "Fatal Python error", "ERROR", "KeyboardInterrupt"):
+        assert bad not in text, text
+
+
+def test_a_worker_stops_when_the_main_process_is_killed(two: ServerProcess) -> None:
+    # Workers have a process group of their own, so nothing signals them when
+    # the main process dies: they must notice its socket close and go.
+    workers = _worker_pids(two)
+    assert len(workers) == 1
+    assert two.proc is not None
+    two.proc.kill()
+    two.proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived the main process"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _worker_pids(srv: ServerProcess) -> list[int]:

@@ -132,6 +132,10 @@ class WorkerHub:
             [sys.executable, "-m", "denokv.server.worker"],
             stdin=subprocess.PIPE,
             pass_fds=fds,
+            # Its own process group: Ctrl-C in a terminal reaches only this process,
+            # which stops the workers itself (SIGTERM, in `stop`), even one that is
+            # still starting. A worker also stops when this process goes away.
+            process_group=0,
         )
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(spec).encode())
