@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
@@ -17,7 +18,9 @@ import tempfile
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from cli.errors import CliError
 from denokv.server.auth import read_token_file
+from denokv.server.http import check_port_free
 
 if TYPE_CHECKING:
     from denokv.server.app import KvServer, ServerConfig
@@ -32,10 +35,26 @@ def parse_addr(addr: str) -> tuple[str, int]:
         raise ValueError(f"invalid --addr {addr!r}: expected HOST:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)  # what the HTTP servers bind; a name they cannot
+    except ValueError:
+        raise ValueError(
+            f"invalid --addr {addr!r}: the host must be an IP address, such as 0.0.0.0, "
+            "127.0.0.1 or [::]"
+        ) from None
     number = int(port)
     if not 0 <= number <= 65535:
         raise ValueError(f"invalid port in --addr {addr!r}")
     return host, number
+
+
+def check_listen(host: str, port: int, what: str = "listen") -> None:
+    """Fail with one clear line, before anything starts, when `host:port` is taken."""
+    try:
+        check_port_free(host, port)
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        raise CliError(f"cannot {what} on {shown}:{port}: {exc.strerror or exc}") from None
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -107,5 +126,11 @@ def start_metrics_server(server: KvServer, addr: str | None) -> None:
         return
     from prometheus_client import start_http_server
 
-    host, port = parse_addr(addr)
-    start_http_server(port, host, registry=server.metrics.registry)
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        raise CliError(str(exc).replace("--addr", "--metrics-addr")) from None
+    try:
+        start_http_server(port, host, registry=server.metrics.registry)
+    except OSError as exc:
+        raise CliError(f"cannot serve /metrics on {addr}: {exc.strerror or exc}") from None

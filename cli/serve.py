@@ -21,7 +21,14 @@ from cli.options import (
     parse_duration,
     s3_options,
 )
-from cli.runtime import front_options, parse_addr, run_loop, start_metrics_server, worker_hub
+from cli.runtime import (
+    check_listen,
+    front_options,
+    parse_addr,
+    run_loop,
+    start_metrics_server,
+    worker_hub,
+)
 from denokv import limits, texts
 from denokv.engine import SYNCHRONOUS_MODES, Engine
 from denokv.server.app import KvServer, ServerConfig
@@ -44,7 +51,7 @@ def add_parser(commands: Any) -> None:
     )
     add_env_option(p, "--access-token-file", "read the access token from this file instead")
     p.add_argument(
-        "--addr", default="0.0.0.0:4512", help="HOST:PORT to listen on (default 0.0.0.0:4512)"
+        "--addr", default="0.0.0.0:4512", help="IP:PORT to listen on (default 0.0.0.0:4512)"
     )
     p.add_argument(
         "--read-only", action="store_true", help="open the file read-only; writes are refused"
@@ -228,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     if len(args.access_token.encode()) < limits.MIN_ACCESS_TOKEN_LENGTH:
         raise CliError(texts.TOKEN_TOO_SHORT)
     if args.num_workers < 1:
-        raise CliError("num_workers must be at least 1")
+        raise CliError("--num-workers must be at least 1")
     if args.read_cache_mb < 0:
         raise CliError("--read-cache-mb must be 0 (off) or more")
     if args.processes is not None and args.processes < 1:
@@ -253,6 +260,7 @@ def run_primary(args: argparse.Namespace) -> int:
             s3_options(args).validate()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    check_listen(host, port)
     if backup:
         check_s3_store(s3_options(args), writes=True)
 
@@ -332,6 +340,7 @@ def run_replica(args: argparse.Namespace) -> int:
         options.validate()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    check_listen(host, port)
     check_s3_store(options, writes=False)
     engine = Engine(
         args.sqlite_path,

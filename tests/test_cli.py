@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.paths import ROOT
@@ -29,8 +31,9 @@ def denokv(
     [
         (["serve"], "short", "Access token must be at minimum 12 chars long."),
         (["serve"], None, "--access-token is required"),
-        (["serve", "--num-workers", "0"], "x" * 12, "num_workers must be at least 1"),
+        (["serve", "--num-workers", "0"], "x" * 12, "--num-workers must be at least 1"),
         (["serve", "--addr", "4512"], "x" * 12, "invalid --addr '4512': expected HOST:PORT"),
+        (["serve", "--addr", "localhost:4512"], "x" * 12, "the host must be an IP address"),
         (["serve", "--s3-bucket", "b", "--s3-prefix", "no-slash"], "x" * 12,
          "--s3-prefix must end with a slash"),
         (["serve", "--sync-from-s3", "--read-only"], "x" * 12, "conflicts with --read-only"),
@@ -91,3 +94,68 @@ def test_the_token_never_appears_in_logs(server_factory: ServerFactory) -> None:
     srv.stop()
     assert "Listening on http://127.0.0.1:" in srv.logs()
     assert srv.token not in srv.logs()
+
+
+def _taken_port() -> tuple[socket.socket, int]:
+    """A port some other program listens on (no SO_REUSEPORT)."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder, holder.getsockname()[1]
+
+
+def test_a_port_another_program_listens_on_is_one_error_line(tmp_path: Path) -> None:
+    holder, port = _taken_port()
+    with holder:
+        db = tmp_path / "kv.sqlite"
+        done = denokv("--sqlite-path", str(db), "serve", "--addr", f"127.0.0.1:{port}",
+                      token="x" * 12)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port}: the address is in use "
+        "(is another server running?)"
+    )
+    assert not db.exists(), "a refused command must not create the database"
+
+
+def test_a_second_server_on_the_port_of_a_running_one_is_refused(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    # The running server's listeners allow SO_REUSEPORT: without the check the
+    # second one would start and take a share of the first one's connections.
+    first = server_factory().start()
+    other = tmp_path / "other.sqlite"
+    done = denokv("--sqlite-path", str(other), "serve", "--addr", f"127.0.0.1:{first.port}",
+                  token="x" * 12)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "the address is in use" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not other.exists()
+    assert httpx.get(first.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_server_restarts_on_its_port_while_old_connections_linger(
+    server_factory: ServerFactory,
+) -> None:
+    # Stopping closes the clients' idle connections from the server's side, which
+    # leaves them in TIME_WAIT on the server's port: the check must pass them.
+    srv = server_factory().start()
+    clients = [httpx.Client(base_url=srv.url, timeout=10) for _ in range(4)]
+    for client in clients:
+        assert client.get("/healthz").status_code == 200
+    srv.stop()
+    for client in clients:
+        client.close()
+    srv.start()
+    assert httpx.get(srv.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_taken_metrics_port_is_one_error_line(tmp_path: Path) -> None:
+    holder, port = _taken_port()
+    with holder:
+        done = denokv("--sqlite-path", str(tmp_path / "kv.sqlite"), "serve",
+                      "--addr", "127.0.0.1:0", "--metrics-addr", f"127.0.0.1:{port}",
+                      token="x" * 12)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"error: cannot serve /metrics on 127.0.0.1:{port}: " in done.stderr
+    assert "Traceback" not in done.stderr

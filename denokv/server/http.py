@@ -12,8 +12,10 @@ the server's `AckNudger` makes sure of it and sends prompt ACKs (see tcp.py).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,33 @@ if TYPE_CHECKING:
 log = logging.getLogger("denokv.http")
 
 HTTP_SERVERS = ("granian", "granian-asgi", "hypercorn")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError if a socket already listens on `host:port`.
+
+    granian's listeners set SO_REUSEPORT (that is how our processes share the
+    port), and Linux lets any other socket of the same user with that option
+    join them: a second server started on the port by mistake, with another
+    database behind it, would silently take a share of the connections. A
+    socket without SO_REUSEPORT can never join, so binding one first tells
+    whether the port is taken. Its SO_REUSEADDR passes over connections left
+    in TIME_WAIT by an earlier run. (Two servers starting in the same instant
+    could both pass: the check narrows the window, it cannot close it.)
+    """
+    if port == 0:
+        return  # an ephemeral port is never taken
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise OSError(exc.errno, "the address is in use (is another server running?)") from None
 
 
 async def serve(
