@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from cli import pitr, serve
 from cli.errors import CliError
 from cli.options import add_env_option, resolve_s3_url
+from denokv.engine_errors import DatabaseUnusable
 from timemachine.store import ObjectNotFound, ObjectStoreError
 
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             raise CliError(str(exc)) from None
         return int(args.run(args) or 0)
-    except (CliError, ObjectStoreError, ObjectNotFound) as exc:
+    except (CliError, DatabaseUnusable, ObjectStoreError, ObjectNotFound) as exc:
         # Expected failures: one line, no traceback (S3 errors name what was being done).
         print(f"error: {exc}", file=sys.stderr)
         return 1

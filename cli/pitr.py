@@ -130,14 +130,22 @@ def _replica_conn(path: str) -> sqlite3.Connection:
     """A connection for reading a replica file's time-travel state (tables made if missing)."""
     import sqlite3
 
-    from denokv.tables import migrate, transaction
+    from denokv.engine_errors import DatabaseUnusable
+    from denokv.tables import SchemaError, migrate, transaction
     from timemachine import timetravel
 
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    conn.execute("pragma journal_mode = wal")
-    migrate(conn)
-    with transaction(conn):
-        timetravel.create_tables(conn)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    except sqlite3.Error as exc:
+        raise DatabaseUnusable(path, exc) from exc
+    try:
+        conn.execute("pragma journal_mode = wal")
+        migrate(conn)
+        with transaction(conn):
+            timetravel.create_tables(conn)
+    except (sqlite3.Error, SchemaError) as exc:
+        conn.close()
+        raise DatabaseUnusable(path, exc) from exc
     return conn
 
 

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from denokv import tables
 from denokv import versionstamp as stamps
-from denokv.engine_errors import EngineClosed
+from denokv.engine_errors import DatabaseUnusable, EngineClosed
 from denokv.health import Component
 from denokv.operations import AtomicWrite, Entry, ReadRange, WriteResult, WriteStatus
 from denokv.read_cache import DEFAULT_MAX_BYTES, Mark, ReadCache, WriteCounters
@@ -83,6 +83,24 @@ class Engine:
         if self.write_counters is not None and read_cache_bytes > 0 and not read_only:
             self.read_cache = ReadCache(self.write_counters, read_cache_bytes)
 
+        try:
+            self._open(writer, readers, synchronous, batch_timeout_ms, redo_log, sweep_expired)
+        except (sqlite3.Error, tables.SchemaError) as exc:
+            self.close()
+            raise DatabaseUnusable(self.path, exc) from exc
+        if readers > 1:
+            self._executor = ThreadPoolExecutor(readers, thread_name_prefix="denokv-read")
+
+    def _open(
+        self,
+        writer: bool,
+        readers: int,
+        synchronous: str,
+        batch_timeout_ms: float | None,
+        redo_log: bool,
+        sweep_expired: bool,
+    ) -> None:
+        """Open the connections this engine needs, the writer's first (it migrates)."""
         if self.path == MEMORY:
             # One connection serves reads and writes; a lock keeps them apart.
             conn = self._connect(f"file:denokv-{uuid.uuid4()}?mode=memory", uri=True, tracked=True)
@@ -92,13 +110,13 @@ class Engine:
             self._start_writer(conn, batch_timeout_ms, redo_log, sweep_expired)
             return
 
-        if not writer and not read_only:
+        if not writer and not self.read_only:
             for _ in range(max(1, readers)):
                 reader = self._connect(self.path)
                 reader.execute("pragma query_only = 1")
                 self._readers.put(reader)
             check_readable(self._all_conns[0])
-        elif read_only:
+        elif self.read_only:
             for _ in range(max(1, readers)):
                 conn = self._connect(f"{Path(self.path).absolute().as_uri()}?mode=ro", uri=True)
                 self._readers.put(conn)
@@ -118,8 +136,6 @@ class Engine:
                 reader.execute("pragma query_only = 1")
                 self._readers.put(reader)
             self._start_writer(conn, batch_timeout_ms, redo_log, sweep_expired)
-        if readers > 1:
-            self._executor = ThreadPoolExecutor(readers, thread_name_prefix="denokv-read")
 
     def _connect(self, target: str, uri: bool = False, tracked: bool = False) -> sqlite3.Connection:
         """A connection; `tracked` for the writer's (`tables.TrackedConnection`)."""

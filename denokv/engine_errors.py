@@ -20,6 +20,14 @@ class WriteError(Exception):
     """
 
 
+class DatabaseUnusable(Exception):
+    """The database file cannot be opened, or is not a Deno KV database at a schema
+    this server reads: a problem for whoever runs the server, found before serving."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(f"cannot open the database {path}: {cause}")
+
+
 class EngineUnavailable(Exception):
     """The engine cannot take this request now; the same request may succeed later.
 

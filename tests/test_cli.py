@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -159,3 +161,43 @@ def test_a_taken_metrics_port_is_one_error_line(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert f"error: cannot serve /metrics on 127.0.0.1:{port}: " in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _not_a_database(tmp: Path) -> Path:
+    bad = tmp / "garbage.sqlite"
+    bad.write_bytes(b"this is not a SQLite file, though it is named like one" * 100)
+    return bad
+
+
+def _other_sqlite_file(tmp: Path) -> Path:
+    other = tmp / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("create table notes (body text)")
+    conn.close()
+    return other
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "says"),
+    [
+        (_not_a_database, ["serve"], "file is not a database"),
+        (_not_a_database, ["serve", "--read-only"], "file is not a database"),
+        (_not_a_database, ["pitr", "list"], "file is not a database"),
+        (lambda tmp: tmp, ["serve"], "unable to open database file"),
+        (lambda tmp: tmp / "missing" / "kv.sqlite", ["serve"], "unable to open database file"),
+        (_other_sqlite_file, ["serve", "--read-only"], "not a Deno KV database"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_no_database_is_one_error_line(
+    tmp_path: Path, make: Any, args: list[str], says: str
+) -> None:
+    path = make(tmp_path)
+    before = path.read_bytes() if path.is_file() else None
+    extra = ["--addr", "127.0.0.1:0"] if args[0] == "serve" else []
+    done = denokv("--sqlite-path", str(path), *args, *extra, token="x" * 12)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"error: cannot open the database {path}: "), done.stderr
+    assert says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    if before is not None:
+        assert path.read_bytes() == before, "the file was changed"
