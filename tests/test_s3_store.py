@@ -336,6 +336,8 @@ def test_checksum_defaults_depend_on_the_endpoint() -> None:
         ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
         ("https://s3.example.test/", "https://s3.example.test"),
         ("s3.eu.example.test:8443", "https://s3.eu.example.test:8443"),
+        ("http://[::1]:9000", "http://[::1]:9000"),
+        ("http://localhost:4568", "http://localhost:4568"),
     ],
 )
 def test_endpoint_without_scheme_means_https(given: str, expected: str) -> None:
@@ -346,6 +348,9 @@ def test_endpoint_without_scheme_means_https(given: str, expected: str) -> None:
     ("option", "message"),
     [
         ({"endpoint": "ftp://host"}, "invalid S3 endpoint 'ftp://host'"),
+        ({"endpoint": "not a url"}, "invalid S3 endpoint 'not a url'"),
+        ({"endpoint": "http://host name:9000"}, "invalid S3 endpoint"),
+        ({"endpoint": "http://host/#frag"}, "invalid S3 endpoint"),
         ({"endpoint": "http://host:99999"}, "invalid port in S3 endpoint"),
         ({"request_checksum_calculation": "always"}, "invalid --s3-request-checksum"),
         ({"response_checksum_validation": "never"}, "invalid --s3-response-checksum"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,13 +102,23 @@ class S3Options:
         return out
 
 
+# A host name, an IPv4 address or an IPv6 one (urlsplit drops its brackets).
+_HOST = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
+
+
 def endpoint_url(text: str) -> str:
     """`host[:port]` means https; only http and https URLs without a query are valid."""
     url = text.strip()
     if "://" not in url:
         url = "https://" + url
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("http", "https")
+        or not _HOST.fullmatch(host)
+        or parts.query
+        or parts.fragment
+    ):
         raise ValueError(f"invalid S3 endpoint {text!r}: expected http(s)://HOST[:PORT]")
     try:
         parts.port  # noqa: B018 - raises on a bad port
