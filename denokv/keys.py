@@ -58,6 +58,19 @@ def encode_key(key: Key) -> bytes:
     return bytes(out)
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate (from a JS string, or a file name decoded with
+        # surrogateescape) has no UTF-8 form. Deno's own client would put U+FFFD
+        # in its place; a silent change of a key is worse than a clear refusal.
+        bad = text[exc.start]
+        raise KeyCodecError(
+            f"a key string cannot hold the lone surrogate \\u{ord(bad):04x}"
+        ) from None
+
+
 def _encode_part(out: bytearray, part: KeyPart) -> None:
     # bool before int: bool is a subclass of int in Python.
     if part is True:
@@ -66,7 +79,7 @@ def _encode_part(out: bytearray, part: KeyPart) -> None:
         out.append(FALSE)
     elif isinstance(part, str):
         out.append(STRING)
-        out += part.encode("utf-8").replace(b"\x00", b"\x00\xff")
+        out += _utf8(part).replace(b"\x00", b"\x00\xff")
         out.append(0)
     elif isinstance(part, bytes | bytearray | memoryview):
         out.append(BYTES)

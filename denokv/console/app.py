@@ -36,9 +36,10 @@ from denokv.console.health import Sampler, health, role
 from denokv.console.literal import LiteralError, parse_key
 from denokv.console.session import Sessions, check_same_origin, cookie_header
 from denokv.console.transfer import ImportLineError, parse_import
-from denokv.engine_errors import EngineUnavailable
-from denokv.keys import KeyCodecError, encode_key
+from denokv.engine_errors import EngineUnavailable, WriteError
+from denokv.keys import KeyCodecError, decode_key, encode_key
 from denokv.server.errors import HttpError
+from denokv.validation import MAX_TIMESTAMP_MS
 
 if TYPE_CHECKING:
     from denokv.console.host import ConsoleHost
@@ -132,6 +133,8 @@ class Console:
                                  409)  # fmt: skip
             except EngineUnavailable as exc:
                 response = PlainTextResponse(str(exc), 503)
+            except WriteError as exc:  # the engine refused the write: nothing was written
+                response = PlainTextResponse(str(exc), 400)
             except sqlite3.Error as exc:
                 self.server.log.error("database error on %s: %s", request.url.path, exc)
                 response = PlainTextResponse(T.INTERNAL_ERROR, 500)
@@ -223,6 +226,10 @@ class Console:
         if params.get("key") is not None:
             key = _hex(params.get("key"))
             assert key is not None
+            try:
+                decode_key(key)  # the page shows the key it asked for
+            except KeyCodecError as exc:
+                raise HttpError(400, f"Cannot read the key: {exc}") from None
             return key
         return _key_text(params.get("key_text") or "", "key")
 
@@ -269,6 +276,8 @@ class Console:
         if expire_in is not None and (type(expire_in) is not int or expire_in <= 0):
             raise HttpError(400, "expireIn must be a positive number of milliseconds.")
         expire_at = int(time.time() * 1000) + expire_in if expire_in else 0
+        if expire_at > MAX_TIMESTAMP_MS:  # past the last time a write may name
+            raise HttpError(400, T.INVALID_EXPIRE_AT)
         stamp = await self.data.set(key, value, _expect(body), expire_at)
         return _json({"ok": True, "versionstamp": stamp.hex(), "key": key_json(key)})
 

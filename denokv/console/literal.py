@@ -39,6 +39,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RADIX = ("0x", "0o", "0b")
 
 
+def _float_of(token: str) -> float:
+    """A JS number literal's value (without its sign), in any of its radixes."""
+    if token[:2].lower() in _RADIX:
+        return float(int(token, 0))
+    return float(token)
+
+
 class LiteralError(ValueError):
     """Text that is not a value the console can write; says where and why."""
 
@@ -196,9 +203,7 @@ class _Reader:
             if "." in token or ("e" in token.lower() and token[:2].lower() not in _RADIX):
                 raise self.fail("a bigint must be an integer")
             return JSBigInt(sign * int(token[:-1], 0 if token[:2].lower() in _RADIX else 10))
-        if token[:2].lower() in _RADIX:
-            return number_value(float(sign * int(token, 0)))
-        return number_value(sign * float(token))
+        return number_value(sign * _float_of(token))
 
     def string(self) -> str:
         quote = self.text[self.pos]
@@ -296,7 +301,7 @@ class _Reader:
             self.pos = match.end()
             from denokv.console.jsvalue import js_number
 
-            return js_number(float(match.group(0)))
+            return js_number(_float_of(match.group(0).replace("_", "")))  # {0x10: 1}: "16"
         raise self.fail("expected a property name")
 
     def construct(self, top: bool) -> builtins.object:
