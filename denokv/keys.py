@@ -52,6 +52,12 @@ class KeyCodecError(ValueError):
 
 
 def encode_key(key: Key) -> bytes:
+    if isinstance(key, str | bytes | bytearray | memoryview):
+        # A sequence too, but of characters or bytes: ("users",) was meant.
+        raise KeyCodecError(
+            f"a key is a tuple or list of parts, not a single {type(key).__name__}: "
+            f"write ({key!r},)"
+        )
     out = bytearray()
     for part in key:
         _encode_part(out, part)

@@ -44,7 +44,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from v8serialize import Encoder, TagReader
+from v8serialize import Encoder, TagReader, UnhandledValueEncodeV8SerializeError
 from v8serialize.constants import (
     FLOAT64_SAFE_INT_RANGE,
     ArrayBufferViewFlags,
@@ -249,7 +249,7 @@ def encode_value(value: object) -> tuple[bytes, int]:
     if isinstance(value, JSUint8Array):  # Deno stores a top-level Uint8Array raw
         with value.get_buffer() as view:
             return bytes(view), BYTES
-    return bytes(_ENCODER.encode(value)), V8
+    return encode_v8(value), V8
 
 
 def decode_value(data: bytes | bytearray | memoryview, encoding: int) -> object:
@@ -311,4 +311,10 @@ def _convert(value: object, memo: dict[int, object], path: set[int], build: Any)
 
 def encode_v8(value: object) -> bytes:
     """V8-serialize any value, bytes included (queue payloads are always V8)."""
-    return bytes(_ENCODER.encode(value))
+    try:
+        return bytes(_ENCODER.encode(value))
+    except UnhandledValueEncodeV8SerializeError as exc:
+        raise KvValidationError(
+            f"Deno KV cannot store a value of type {type(exc.value).__name__}"
+            + ("" if exc.value is value else f" (inside the {type(value).__name__} given)")
+        ) from None

@@ -194,6 +194,27 @@ async def test_client_side_validation(kv: denokv.Kv, ns: str) -> None:
             pass
 
 
+async def test_keys_and_values_it_cannot_store_are_validation_errors(
+    kv: denokv.Kv, ns: str
+) -> None:
+    # Each was once another exception type (or, for a str key, silently the key
+    # of its characters); nothing reaches the server.
+    with pytest.raises(KvValidationError, match=r"not a single str: write \('users',\)"):
+        await kv.set("users", 1)
+    with pytest.raises(KvValidationError, match="not a single bytes"):
+        await kv.get(b"users")
+    with pytest.raises(KvValidationError, match="unsupported key part type: object"):
+        await kv.set([ns, object()], 1)  # type: ignore[list-item]
+    with pytest.raises(KvValidationError, match="lone surrogate"):
+        await kv.get([ns, "\ud800"])
+    with pytest.raises(KvValidationError, match=r"of type object \(inside the dict given\)"):
+        await kv.set([ns, "v"], {"a": object()})
+    with pytest.raises(KvValidationError, match="cannot store a value of type function"):
+        await kv.set([ns, "v"], lambda: 1)
+    assert (await kv.get([ns, "v"])).versionstamp is None
+    assert [e async for e in kv.list(prefix=[ns])] == []
+
+
 async def test_number_and_bigint_keys_are_different(kv: denokv.Kv, ns: str) -> None:
     await kv.set([ns, 1], "bigint key")
     await kv.set([ns, denokv.KvNumber(1)], "number key")

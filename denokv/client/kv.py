@@ -18,7 +18,7 @@ from denokv import limits as L
 from denokv.client.backend import Backend, Consistency
 from denokv.client.errors import KvClosedError, KvValidationError, KvWriteDisabledError
 from denokv.client.selectors import Bounds, encode_cursor, resume, selector_bounds
-from denokv.keys import Key, KeyPart, decode_key, encode_key
+from denokv.keys import Key, KeyCodecError, KeyPart, decode_key, encode_key
 from denokv.operations import (
     NO_EXPIRY,
     AtomicWrite,
@@ -76,15 +76,23 @@ def _entry(key: tuple[KeyPart, ...], e: Entry | None) -> KvEntry:
     return KvEntry(key, decode_value(e.value, e.encoding), e.versionstamp.hex())
 
 
+def _key(key: Key) -> bytes:
+    """`encode_key`, its refusals raised as the client's validation error."""
+    try:
+        return encode_key(key)
+    except KeyCodecError as exc:
+        raise KvValidationError(str(exc)) from None
+
+
 def _read_key(key: Key) -> bytes:
-    raw = encode_key(key)
+    raw = _key(key)
     if len(raw) > L.MAX_READ_KEY_SIZE:
         raise KvValidationError(f"Key too large for read (max {L.MAX_READ_KEY_SIZE} bytes)")
     return raw
 
 
 def _write_key(key: Key) -> bytes:
-    raw = encode_key(key)
+    raw = _key(key)
     if not raw:
         raise KvValidationError("key cannot be empty")
     if len(raw) > L.MAX_WRITE_KEY_SIZE:
@@ -131,9 +139,9 @@ class Kv:
         if batch_size is not None and batch_size <= 0:
             raise KvValidationError("batchSize must be greater than 0")
         bounds = selector_bounds(
-            None if prefix is None else encode_key(prefix),
-            None if start is None else encode_key(start),
-            None if end is None else encode_key(end),
+            None if prefix is None else _key(prefix),
+            None if start is None else _key(start),
+            None if end is None else _key(end),
         )
         if batch_size is None:
             batch_size = min(limit or 100, 500)
