@@ -48,13 +48,13 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host, number
 
 
-def check_listen(host: str, port: int, what: str = "listen") -> None:
+def check_listen(host: str, port: int) -> None:
     """Fail with one clear line, before anything starts, when `host:port` is taken."""
     try:
         check_port_free(host, port)
     except OSError as exc:
         shown = f"[{host}]" if ":" in host else host
-        raise CliError(f"cannot {what} on {shown}:{port}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -88,7 +88,7 @@ class Engine:
         except (sqlite3.Error, tables.SchemaError) as exc:
             self.close()
             raise DatabaseUnusable(self.path, exc) from exc
-        if readers > 1:
+        if readers > 1 and self.path != MEMORY:  # `:memory:` has its one connection
             self._executor = ThreadPoolExecutor(readers, thread_name_prefix="denokv-read")
 
     def _open(

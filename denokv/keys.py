@@ -8,6 +8,7 @@ logical order of the keys. The server never decodes keys; clients and tests do.
 from __future__ import annotations
 
 import math
+import reprlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ def encode_key(key: Key) -> bytes:
         # A sequence too, but of characters or bytes: ("users",) was meant.
         raise KeyCodecError(
             f"a key is a tuple or list of parts, not a single {type(key).__name__}: "
-            f"write ({key!r},)"
+            f"write ({reprlib.repr(key)},)"
         )
     out = bytearray()
     for part in key:
