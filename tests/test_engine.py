@@ -252,3 +252,9 @@ async def test_reads_give_rows_and_entries_alike_on_every_kind_of_reader(
         assert all(found == rows[:1] for found in many)
     finally:
         eng.close()
+
+
+def test_a_memory_engine_reads_on_the_callers_thread_whatever_readers_asks() -> None:
+    # It has one connection behind a lock: a pool of reader threads would only add hops.
+    with Engine(":memory:", readers=4) as engine:
+        assert engine.reads_inline
