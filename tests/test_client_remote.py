@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import denokv
-from denokv.client.errors import KvMetadataError, KvUnavailableError
+from denokv.client.errors import KvClosedError, KvMetadataError, KvUnavailableError
 from denokv.client.remote import RetryPolicy
 from tests.support.processes import ServerProcess
 
@@ -61,6 +62,19 @@ async def test_a_remote_watch_sees_a_change_made_elsewhere(server: ServerProcess
         second = await asyncio.wait_for(stream.__anext__(), 10)
         assert second[0].value == "changed"
         await stream.aclose()
+
+
+def test_the_sync_facade_after_close_says_the_database_is_closed(tmp_path: Path) -> None:
+    kv = denokv.open_kv_sync(tmp_path / "kv.sqlite")
+    kv.set(["a"], 1)
+    kv.close()
+    kv.close()  # again: nothing happens
+    with pytest.raises(KvClosedError, match="the database is closed"):
+        kv.get(["a"])
+    with pytest.raises(KvClosedError):
+        kv.set(["a"], 2)
+    with pytest.raises(KvClosedError):
+        next(iter(kv.list(prefix=["a"])))
 
 
 def test_sync_facade(server: ServerProcess) -> None:

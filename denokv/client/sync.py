@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
+from denokv.client.errors import KvClosedError
 from denokv.client.kv import (
     AtomicOperation,
     CommitResult,
@@ -29,15 +30,22 @@ T = TypeVar("T")
 class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.stopped = False
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="denokv-sync", daemon=True
         )
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.stopped:  # the database was closed: say so, as the async client does
+            coro.close()
+            raise KvClosedError()
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
@@ -83,6 +91,9 @@ class SyncKv:
         self._runner.run(self._kv.listen_queue(handler))
 
     def close(self) -> None:
+        """Close the database and stop its loop; closing again does nothing."""
+        if self._runner.stopped:
+            return
         self._runner.run(self._kv.close())
         self._runner.stop()
 
