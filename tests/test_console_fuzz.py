@@ -2,9 +2,11 @@
 
 Each case below was a 500 once: a key string with a lone surrogate, a numeric
 property name in hex, a hex key that is no Deno KV key, an `expireIn` past the
-last time a write may name. The random walk then sends requests to every API
-route built from pieces of key and value literals, a few seeds, each the same
-on every run.
+last time a write may name, JSON fields of the wrong type, an import that is
+not UTF-8. Two random walks follow, each the same on every run: requests to
+every route built from pieces of key and value literals, and JSON bodies of
+any shape. A bug that still gets through is logged and answered with the data
+path's 500 text, through the same catch-all (`pipeline.error_reply`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,38 @@ async def test_an_expiry_past_the_last_timestamp_is_refused(console: Console) ->
     assert (await console.get("entry", key_text='["e"]')).json()["absent"] is True
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "says"),
+    [
+        ("import", b"\xff\xfe{not utf-8", "Nothing was imported: the file is not UTF-8 text."),
+        ("watch", b'{"keys": "abcd"}', "keys must be a list."),
+        ("watch", b'{"key_texts": 5}', "key_texts must be a list."),
+        ("delete", b'{"key_text": 5, "expect": null}', "key_text must be a string"),
+        ("set", b'{"key_text": ["a"], "type": "string", "text": "x", "expect": null}',
+         "key_text must be a string"),
+    ],
+)  # fmt: skip
+async def test_json_fields_of_the_wrong_type(
+    console: Console, route: str, body: bytes, says: str
+) -> None:
+    reply = await console.post(route, body)
+    assert reply.status_code == 400, reply.text
+    assert reply.text.startswith(says), reply.text
+
+
+async def test_an_unexpected_error_is_logged_and_answered_as_on_the_data_path(
+    console: Console, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(self: object, key: bytes) -> object:
+        raise RuntimeError("a bug in the console")
+
+    monkeypatch.setattr("denokv.console.data.ConsoleData.entry", broken)
+    reply = await console.get("entry", key_text='["a"]')
+    assert (reply.status_code, reply.text) == (500, T.INTERNAL_ERROR)
+    assert "x-content-type-options" in reply.headers  # the console's headers still apply
+    assert any("a bug in the console" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
 def _junk(rng: random.Random) -> str:
     return "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 8)))
 
@@ -126,6 +160,26 @@ async def _one(console: Console, rng: random.Random) -> httpx.Response:
         ]) for _ in range(rng.randint(0, 3))]  # fmt: skip
         return await console.post("import", "\n".join(map(json.dumps, lines)).encode())
     return await console.get("export", prefix=_junk(rng))
+
+
+def _any_json(rng: random.Random) -> Any:
+    return rng.choice([None, True, 5, -1.5, _junk(rng), [_junk(rng)], {"a": 1}, [], {}])
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+async def test_json_bodies_of_any_shape_get_an_answer_below_500(
+    console: Console, seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    rng = random.Random(seed)
+    fields = ["key_text", "key", "type", "text", "expect", "expire_in_ms", "keys", "key_texts",
+              "versionstamps", "token"]  # fmt: skip
+    for _ in range(400):
+        route = rng.choice(["set", "delete", "login"])  # a watch that opens would stream on
+        body = {f: _any_json(rng) for f in fields if rng.random() < 0.5}
+        reply = await console.post(route, body)
+        assert reply.status_code < 500, (route, body, reply.status_code, reply.text)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])

@@ -39,6 +39,7 @@ from denokv.console.transfer import ImportLineError, parse_import
 from denokv.engine_errors import EngineUnavailable, WriteError
 from denokv.keys import KeyCodecError, decode_key, encode_key
 from denokv.server.errors import HttpError
+from denokv.server.pipeline import error_reply
 from denokv.validation import MAX_TIMESTAMP_MS
 
 if TYPE_CHECKING:
@@ -140,6 +141,11 @@ class Console:
                 response = PlainTextResponse(T.INTERNAL_ERROR, 500)
             except ClientDisconnect:
                 response = PlainTextResponse("client disconnected", 400)
+            except Exception as exc:  # a bug: logged once, answered as on the data path
+                reply = error_reply(exc, request.url.path)
+                assert reply is not None  # only ClientGone has no answer, and it is not raised here
+                status, content_type, body = reply
+                response = Response(body, status, media_type=content_type)
             return _secure(response)
 
         return endpoint
@@ -231,7 +237,10 @@ class Console:
             except KeyCodecError as exc:
                 raise HttpError(400, f"Cannot read the key: {exc}") from None
             return key
-        return _key_text(params.get("key_text") or "", "key")
+        text = params.get("key_text") or ""
+        if not isinstance(text, str):
+            raise HttpError(400, "key_text must be a string, such as '[\"users\", 1n]'.")
+        return _key_text(text, "key")
 
     async def export(self, request: Request) -> Response:
         self._readable()
@@ -245,12 +254,12 @@ class Console:
     async def watch(self, request: Request) -> Response:
         self._readable()
         body = await _json_body(request)
-        keys = [_hex(k) or b"" for k in body.get("keys", [])]
+        keys = [_hex(k) or b"" for k in _list(body, "keys")]
         stamps = body.get("versionstamps")
         known = None
         if isinstance(stamps, list) and len(stamps) == len(keys):  # what the page already shows
             known = {k: _hex(s) for k, s in zip(keys, stamps, strict=True)}
-        keys += [_key_text(t, "key") for t in body.get("key_texts", []) if isinstance(t, str)]
+        keys += [_key_text(t, "key") for t in _list(body, "key_texts") if isinstance(t, str)]
         if not keys or len(keys) > live.MAX_KEYS:
             raise HttpError(400, f"Watch between 1 and {live.MAX_KEYS} keys.")
         closing = lambda: self.server.closing  # noqa: E731
@@ -288,7 +297,10 @@ class Console:
         return _json({"ok": True, "versionstamp": stamp.hex(), "key": key_json(key)})
 
     async def import_(self, request: Request) -> Response:
-        text = (await _read_limited(request, MAX_IMPORT_BODY)).decode("utf-8", errors="strict")
+        try:
+            text = (await _read_limited(request, MAX_IMPORT_BODY)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, "Nothing was imported: the file is not UTF-8 text.") from None
         try:
             entries = parse_import(text)
         except ImportLineError as exc:
@@ -343,6 +355,13 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise HttpError(400, "The request body must be a JSON object.")
     return body
+
+
+def _list(body: dict[str, Any], name: str) -> list[Any]:
+    value = body.get(name, [])
+    if not isinstance(value, list):
+        raise HttpError(400, f"{name} must be a list.")
+    return value
 
 
 def _key_text(text: str, what: str) -> bytes:
