@@ -134,17 +134,16 @@ def _replica_conn(path: str) -> sqlite3.Connection:
     from denokv.tables import SchemaError, migrate, transaction
     from timemachine import timetravel
 
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    except sqlite3.Error as exc:
-        raise DatabaseUnusable(path, exc) from exc
-    try:
         conn.execute("pragma journal_mode = wal")
         migrate(conn)
         with transaction(conn):
             timetravel.create_tables(conn)
     except (sqlite3.Error, SchemaError) as exc:
-        conn.close()
+        if conn is not None:
+            conn.close()
         raise DatabaseUnusable(path, exc) from exc
     return conn
 

@@ -10,7 +10,6 @@ text nodes, so a value holding markup stays markup-shaped text.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -136,12 +135,9 @@ class Console:
                 response = PlainTextResponse(str(exc), 503)
             except WriteError as exc:  # the engine refused the write: nothing was written
                 response = PlainTextResponse(str(exc), 400)
-            except sqlite3.Error as exc:
-                self.server.log.error("database error on %s: %s", request.url.path, exc)
-                response = PlainTextResponse(T.INTERNAL_ERROR, 500)
             except ClientDisconnect:
                 response = PlainTextResponse("client disconnected", 400)
-            except Exception as exc:  # a bug: logged once, answered as on the data path
+            except Exception as exc:  # a bug or a database error: logged once, as on the data path
                 reply = error_reply(exc, request.url.path)
                 assert reply is not None  # only ClientGone has no answer, and it is not raised here
                 status, content_type, body = reply
